@@ -1,0 +1,51 @@
+"""dialplan runtime: the public surface plugins import.
+
+Importing this package is cheap: it never imports livekit or litellm.
+"""
+
+from __future__ import annotations
+
+from runtime.call import CallContext, CallOverrides, CallRequest, RenderedPrompt
+from runtime.errors import (
+    BotInvalid,
+    CallSetupError,
+    DialplanError,
+    DuplicateName,
+    MissingExtra,
+    PluginError,
+    PluginLoadError,
+    Problem,
+    UnknownName,
+)
+from runtime.hookspecs import hookimpl
+from runtime.record import CallEvent, CallRecord, DisconnectedBy, TranscriptEntry
+from runtime.registry import NoOptions, RegisterProvider, RegisterTool
+from runtime.secrets import SecretRef
+from runtime.tools import ToolDefinition, ToolFailure
+
+__all__ = [
+    "BotInvalid",
+    "CallContext",
+    "CallEvent",
+    "CallOverrides",
+    "CallRecord",
+    "CallRequest",
+    "CallSetupError",
+    "DialplanError",
+    "DisconnectedBy",
+    "DuplicateName",
+    "MissingExtra",
+    "NoOptions",
+    "PluginError",
+    "PluginLoadError",
+    "Problem",
+    "RegisterProvider",
+    "RegisterTool",
+    "RenderedPrompt",
+    "SecretRef",
+    "ToolDefinition",
+    "ToolFailure",
+    "TranscriptEntry",
+    "UnknownName",
+    "hookimpl",
+]

@@ -1,0 +1,175 @@
+"""One call: what was asked for (`CallRequest`) and what is happening (`CallContext`).
+
+The same request shape arrives from the terminal, a WebSocket transport and LiveKit job
+metadata: ``{"bot": ..., "variables": {...}, "overrides": {...}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from runtime.record import CallEvent, CallRecord, DisconnectedBy, TranscriptEntry
+
+if TYPE_CHECKING:
+    from runtime.compiler import CompiledBot
+
+JSONScalar = str | int | float | bool | None
+VariableValue = JSONScalar | list[Any] | dict[str, Any]
+
+
+class PromptOverrides(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    system: str | None = None
+    context: str | None = None
+    greeting: str | None = None
+    greeting_mode: Literal["speak", "generate", "wait"] | None = None
+
+
+class CallOverrides(BaseModel):
+    """Per-call changes. A provider table with a different ``provider`` replaces the bot's
+    table; with the same (or no) ``provider`` its keys are merged into the bot's options."""
+
+    model_config = ConfigDict(extra="forbid")
+    stt: dict[str, Any] | None = None
+    llm: dict[str, Any] | None = None
+    tts: dict[str, Any] | None = None
+    vad: dict[str, Any] | None = None
+    prompt: PromptOverrides | None = None
+
+
+class CallRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    bot: str
+    variables: dict[str, VariableValue] = Field(default_factory=dict)
+    overrides: CallOverrides = Field(default_factory=CallOverrides)
+    session_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    transport: str = "text"
+    caller: str | None = None
+    callee: str | None = None
+
+    @field_validator("variables")
+    @classmethod
+    def _plain_data(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name, item in value.items():
+            _require_plain_data(name, item)
+        return value
+
+
+def _require_plain_data(name: str, value: Any) -> None:
+    """Variables are data (JSON values), never objects a template could poke into."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return
+    if isinstance(value, list):
+        for item in value:
+            _require_plain_data(name, item)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"variable {name!r}: object keys must be strings")
+            _require_plain_data(name, item)
+        return
+    raise ValueError(f"variable {name!r}: only JSON values are allowed, not {type(value).__name__}")
+
+
+@dataclass(frozen=True)
+class RenderedPrompt:
+    static: str  # identical bytes for every call of a bot version (cacheable)
+    per_call: str
+    greeting: str
+
+    @property
+    def instructions(self) -> str:
+        return f"{self.static}\n\n{self.per_call}" if self.per_call else self.static
+
+
+@dataclass
+class EndRequest:
+    disconnected_by: DisconnectedBy
+    cause: str | None = None
+    goodbye: str | None = None
+
+
+@dataclass
+class CallContext:
+    """Live state of one call, handed to provider and tool factories."""
+
+    request: CallRequest
+    bot: CompiledBot
+    variables: dict[str, Any]
+    prompt: RenderedPrompt
+    started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    events: list[CallEvent] = field(default_factory=list)
+    transcript: list[TranscriptEntry] = field(default_factory=list)
+    end_request: EndRequest | None = None
+    _clock_start: float = field(default_factory=time.monotonic)
+    _ended: asyncio.Event | None = None
+
+    @property
+    def session_id(self) -> str:
+        return self.request.session_id
+
+    @property
+    def bot_id(self) -> str:
+        return self.bot.id
+
+    @property
+    def bot_version(self) -> str:
+        return self.bot.version
+
+    def elapsed(self) -> float:
+        return round(time.monotonic() - self._clock_start, 4)
+
+    def add_event(self, type: str, **data: Any) -> CallEvent:
+        event = CallEvent(type=type, at=self.elapsed(), data=data)
+        self.events.append(event)
+        return event
+
+    def add_transcript(self, role: Literal["bot", "customer"], text: str,
+                       interrupted: bool = False) -> None:
+        self.transcript.append(
+            TranscriptEntry(role=role, text=text, at=self.elapsed(), interrupted=interrupted)
+        )
+
+    def request_end(
+        self, disconnected_by: DisconnectedBy, *, cause: str | None = None,
+        goodbye: str | None = None,
+    ) -> None:
+        """Ask for the call to end. The first reason wins; transports tear down the line."""
+        if self.end_request is None:
+            self.end_request = EndRequest(disconnected_by, cause, goodbye)
+            self.add_event("end_requested", disconnected_by=disconnected_by.value, cause=cause)
+        self.ended_event().set()
+
+    def ended_event(self) -> asyncio.Event:
+        if self._ended is None:
+            self._ended = asyncio.Event()
+        return self._ended
+
+    def to_record(self, *, ended_at: dt.datetime | None = None) -> CallRecord:
+        ended_at = ended_at or dt.datetime.now(dt.timezone.utc)
+        end = self.end_request
+        return CallRecord(
+            session_id=self.session_id,
+            bot_id=self.bot_id,
+            bot_version=self.bot_version,
+            transport=self.request.transport,
+            caller=self.request.caller,
+            callee=self.request.callee,
+            variables=self.variables,
+            started_at=self.started_at,
+            answered_at=self.started_at,
+            ended_at=ended_at,
+            duration=round((ended_at - self.started_at).total_seconds(), 3),
+            disconnected_by=end.disconnected_by if end else None,
+            cause=end.cause if end else None,
+            transcript=list(self.transcript),
+            events=list(self.events),
+        )

@@ -1,0 +1,371 @@
+"""Compile one bot file: parse TOML, validate the schema, the providers' and tools' options,
+the templates and the disposition expressions, and compute the bot version.
+
+Every problem found is collected (not just the first), each naming the file, the key path,
+what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from pydantic import BaseModel, ValidationError
+
+from runtime.errors import Problem, UnknownName, suggest
+from runtime.record import RECORD_FIELDS
+from runtime.registry import PROVIDER_KINDS, Registry
+from runtime.schema import Bot, ToolBinding
+from runtime.templates import PromptEnvironment, PromptTemplate, TemplateFailure
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+_TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
+# names every per-call template may use besides the bot's variables
+CALL_NAMES = frozenset({"bot", "call"})
+
+
+@dataclass(frozen=True)
+class CompiledTool:
+    binding: ToolBinding
+    name: str  # the name the LLM sees
+    options: BaseModel
+
+
+@dataclass(frozen=True)
+class CompiledBot:
+    """A validated bot with its templates compiled: immutable, shared by every call of
+    this version."""
+
+    id: str
+    path: Path
+    bot: Bot
+    version: str
+    static_prompt: str
+    context: PromptTemplate
+    greeting: PromptTemplate
+    provider_options: Mapping[str, BaseModel]
+    tools: tuple[CompiledTool, ...]
+    dispositions: tuple[tuple[str, Any], ...]  # (rule name, compiled expression)
+    templates: Mapping[str, PromptTemplate] = field(default_factory=dict)  # key path -> template
+    dependencies: frozenset[Path] = frozenset()  # template files this version was built from
+
+    def bot_info(self) -> dict[str, Any]:
+        return {"id": self.id, "description": self.bot.description, "language": self.bot.language}
+
+
+class BotCompiler:
+    """Compiles bot files against one registry and one prompts/ environment."""
+
+    def __init__(self, registry: Registry, prompts: PromptEnvironment) -> None:
+        self.registry = registry
+        self.prompts = prompts
+
+    def compile_file(self, path: Path) -> CompiledBot | list[Problem]:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            return [Problem(path, f"cannot read the file: {exc.strerror}")]
+        return self.compile_source(path, raw)
+
+    def compile_source(self, path: Path, raw: bytes) -> CompiledBot | list[Problem]:
+        try:
+            data = tomllib.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            return [Problem(path, "the file is not UTF-8 text")]
+        except tomllib.TOMLDecodeError as exc:
+            return [_toml_problem(path, exc)]
+        data.setdefault("id", path.stem)
+        try:
+            bot = Bot.model_validate(data)
+        except ValidationError as exc:
+            return [_schema_problem(path, error) for error in exc.errors()]
+        return _BotCheck(self, path, raw, bot).run()
+
+
+class _BotCheck:
+    """The checks that need the registry and the templates, for one parsed bot."""
+
+    def __init__(self, compiler: BotCompiler, path: Path, raw: bytes, bot: Bot) -> None:
+        self.registry = compiler.registry
+        self.prompts = compiler.prompts
+        self.path = path
+        self.raw = raw
+        self.bot = bot
+        self.problems: list[Problem] = []
+        self.templates: dict[str, PromptTemplate] = {}
+
+    def problem(self, key: str, message: str, fix: str = "", **where: Any) -> None:
+        file = where.pop("file", None) or self.path
+        self.problems.append(Problem(file, message, key=key, fix=fix, **where))
+
+    def run(self) -> CompiledBot | list[Problem]:
+        bot = self.bot
+        assert bot.id is not None
+        provider_options = self.check_providers()
+        tools = self.check_tools()
+        self.check_tool_references(provider_options, tools)
+        variable_names = set(bot.variables)
+        system = self.template("prompt.system", bot.prompt.system, allowed=frozenset({"bot"}))
+        context = self.template("prompt.context", bot.prompt.context, allowed=variable_names)
+        greeting = self.template("prompt.greeting", bot.prompt.greeting, allowed=variable_names)
+        for index, reminder in enumerate(bot.limits.silence_reminders):
+            self.template(f"limits.silence_reminders[{index}]", reminder, allowed=variable_names)
+        if bot.schedule and bot.schedule.closed_message:
+            self.template("schedule.closed_message", bot.schedule.closed_message, variable_names)
+        record_names = variable_names | RECORD_FIELDS | {"record", "fields", "rubric"}
+        if bot.analysis:
+            self.template("analysis.prompt", bot.analysis.prompt, allowed=record_names)
+        if bot.qc:
+            self.template("qc.prompt", bot.qc.prompt, allowed=record_names)
+        dispositions = self.check_dispositions()
+        static_prompt = self.render_static(system)
+        if self.problems:
+            return self.problems
+        assert system and context and greeting
+        dependencies = frozenset(p for t in self.templates.values() for p in t.dependencies)
+        return CompiledBot(
+            id=bot.id,
+            path=self.path,
+            bot=bot,
+            version=self.version(dependencies),
+            static_prompt=static_prompt,
+            context=context,
+            greeting=greeting,
+            provider_options=provider_options,
+            tools=tools,
+            dispositions=dispositions,
+            templates=self.templates,
+            dependencies=dependencies,
+        )
+
+    def check_providers(self) -> dict[str, BaseModel]:
+        validated: dict[str, BaseModel] = {}
+        for kind in PROVIDER_KINDS:
+            config = getattr(self.bot, kind)
+            if config is None:
+                continue
+            options = validate_provider_options(self.registry, kind, config.provider,
+                                                config.options(), self.path, self.problems)
+            if options is not None:
+                validated[kind] = options
+        return validated
+
+    def check_tools(self) -> tuple[CompiledTool, ...]:
+        tools: list[CompiledTool] = []
+        seen: dict[str, int] = {}
+        for index, binding in enumerate(self.bot.tools):
+            key = f"tools[{index}]"
+            try:
+                entry = self.registry.tool(binding.use)
+            except UnknownName as exc:
+                self.problem(f"{key}.use", f"unknown tool {binding.use!r}", exc.fix)
+                continue
+            try:
+                options = entry.options.model_validate(binding.options())
+            except ValidationError as exc:
+                for error in exc.errors():
+                    self.problems.append(_options_problem(self.path, key, entry.options, error))
+                continue
+            name = str(getattr(options, "name", None) or binding.use)
+            if name in seen:
+                self.problem(f"{key}.name", f"tool name {name!r} is already used by "
+                             f"tools[{seen[name]}]", "give each tool a distinct `name`")
+                continue
+            seen[name] = index
+            tools.append(CompiledTool(binding, name, options))
+        return tuple(tools)
+
+    def check_tool_references(
+        self, provider_options: dict[str, BaseModel], tools: tuple[CompiledTool, ...]
+    ) -> None:
+        """Providers that call tools by name (like `rules`) must name tools the bot binds."""
+        names = sorted(tool.name for tool in tools)
+        for kind, options in provider_options.items():
+            referenced = getattr(options, "referenced_tools", None)
+            if not callable(referenced):
+                continue
+            for key, name in referenced().items():
+                if name not in names:
+                    self.problem(f"{kind}.{key}", f"calls tool {name!r}, which this bot does "
+                                 "not bind", "add it under [[tools]]; "
+                                 + suggest(name, names, what="bound tools"))
+
+    def template(self, key: str, value: str, allowed: frozenset[str] | set[str]
+                 ) -> PromptTemplate | None:
+        try:
+            template = self.prompts.load(value)
+        except TemplateFailure as failure:
+            self.problem(key, failure.message, failure.fix, file=failure.file, line=failure.line)
+            return None
+        known = set(allowed) | CALL_NAMES | set(self.prompts.env.globals)
+        if key == "prompt.system":
+            known = set(allowed) | set(self.prompts.env.globals)
+        for name in sorted(template.names - known):
+            if key == "prompt.system":
+                self.problem(key, f"uses `{name}`, but the static system prompt may only use "
+                             "`bot.*` (it is identical for every call so providers can cache it)",
+                             "move per-call details to `prompt.context`")
+            else:
+                self.problem(key, f"uses undefined variable `{name}`",
+                             "declare it under [variables]; "
+                             + suggest(name, sorted(allowed - CALL_NAMES), what="declared"))
+        self.templates[key] = template
+        return template
+
+    def render_static(self, system: PromptTemplate | None) -> str:
+        if system is None or self.problems:
+            return ""
+        assert self.bot.id is not None
+        info = {"id": self.bot.id, "description": self.bot.description,
+                "language": self.bot.language}
+        try:
+            return system.render({"bot": info})
+        except jinja2.TemplateError as exc:
+            self.problem("prompt.system", f"cannot render: {exc}")
+            return ""
+
+    def check_dispositions(self) -> tuple[tuple[str, Any], ...]:
+        compiled: list[tuple[str, Any]] = []
+        known = RECORD_FIELDS | set(self.bot.variables) | {"variables", "record"}
+        for index, rule in enumerate(self.bot.dispositions):
+            key = f"dispositions[{index}].when"
+            try:
+                ast = self.prompts.env.parse("{{ " + rule.when + " }}")
+                expression = self.prompts.compile_expression(rule.when)
+            except jinja2.TemplateSyntaxError as exc:
+                self.problem(key, f"invalid expression {rule.when!r}: {exc.message}")
+                continue
+            from jinja2 import meta
+
+            for name in sorted(meta.find_undeclared_variables(ast) - known):
+                self.problem(key, f"unknown name `{name}` in {rule.when!r}",
+                             suggest(name, sorted(RECORD_FIELDS), what="call record fields"))
+            compiled.append((rule.name, expression))
+        return tuple(compiled)
+
+    def version(self, dependencies: frozenset[Path]) -> str:
+        digest = hashlib.sha256(self.raw)
+        for path in sorted(dependencies):
+            digest.update(str(path.name).encode())
+            digest.update(self.prompts.file_digests.get(path, "").encode())
+        return digest.hexdigest()[:12]
+
+
+def validate_provider_options(
+    registry: Registry,
+    kind: str,
+    provider: str,
+    options: dict[str, Any],
+    path: Path | None,
+    problems: list[Problem],
+    key_prefix: str = "",
+) -> BaseModel | None:
+    """Validate a provider table against its plugin's options model (also used for
+    per-call overrides)."""
+    key = f"{key_prefix}{kind}"
+    try:
+        entry = registry.provider(kind, provider)
+    except UnknownName as exc:
+        problems.append(Problem(path, f"unknown {kind.upper()} provider {provider!r}",
+                                key=f"{key}.provider", fix=exc.fix))
+        return None
+    try:
+        return entry.options.model_validate(options)
+    except ValidationError as exc:
+        problems.extend(_options_problem(path, key, entry.options, e) for e in exc.errors())
+        return None
+
+
+def _toml_problem(path: Path, exc: tomllib.TOMLDecodeError) -> Problem:
+    message = str(exc)
+    match = _TOML_POSITION.search(message)
+    line = column = None
+    if match:
+        line, column = int(match.group(1)), int(match.group(2))
+        message = message[: match.start()].strip()
+    return Problem(path, f"TOML syntax error: {message}", line=line, column=column,
+                   fix="see https://toml.io for the syntax")
+
+
+def key_path(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def _schema_problem(path: Path, error: Mapping[str, Any]) -> Problem:
+    return _located_problem(path, "", Bot, error)
+
+
+def _options_problem(
+    path: Path | None, prefix: str, model: type[BaseModel], error: Mapping[str, Any]
+) -> Problem:
+    return _located_problem(path, prefix, model, error)
+
+
+def _located_problem(
+    path: Path | None, prefix: str, model: type[BaseModel], error: Mapping[str, Any]
+) -> Problem:
+    loc = tuple(part for part in error["loc"] if not _is_union_tag(part))
+    key = key_path(loc)
+    if prefix:
+        key = f"{prefix}.{key}" if key else prefix
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        known = _fields_at(model, loc[:-1])
+        return Problem(path, "unknown key", key=key,
+                       fix=suggest(str(loc[-1]), sorted(known), what="allowed keys"))
+    if kind == "missing":
+        return Problem(path, "is required but missing", key=key, fix="add it")
+    message = error["msg"]
+    if kind.startswith("value_error"):
+        message = message.removeprefix("Value error, ")
+    elif "input" in error and kind not in ("model_type", "dict_type"):
+        message = f"{message} (got {error['input']!r})"
+    return Problem(path, message, key=key)
+
+
+def _is_union_tag(part: int | str) -> bool:
+    # pydantic puts the union member's type name in the location ("list[str]", "literal[...]")
+    return isinstance(part, str) and ("[" in part or part in ("str", "int", "float", "bool"))
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> set[str]:
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = getattr(current, "model_fields", None)
+        if fields is None or part not in fields:
+            return set()
+        current = _model_in(fields[part].annotation)
+        if current is None:
+            return set()
+    return set(getattr(current, "model_fields", {}))
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is not None:
+        for arg in typing.get_args(annotation):
+            found = _model_in(arg)
+            if found is not None:
+                return found
+    return None

@@ -1,0 +1,162 @@
+"""Resolve a call: which bot version, which variables, which providers and options, which
+tools, and the rendered prompts. Pure Python and fast; nothing here touches livekit."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+from pydantic import BaseModel, ValidationError
+
+from runtime.call import CallContext, CallRequest, RenderedPrompt
+from runtime.catalog import CatalogSnapshot
+from runtime.compiler import CompiledBot, validate_provider_options
+from runtime.errors import CallSetupError, Problem
+from runtime.registry import PROVIDER_KINDS, ProviderEntry, Registry, ToolEntry
+from runtime.templates import PromptTemplate, TemplateFailure
+
+
+@dataclass(frozen=True)
+class ResolvedProvider:
+    entry: ProviderEntry
+    options: BaseModel
+
+
+@dataclass(frozen=True)
+class ResolvedTool:
+    name: str
+    entry: ToolEntry
+    options: BaseModel
+
+
+@dataclass(frozen=True)
+class CallPlan:
+    """Everything needed to build one call's pipeline, decided before any I/O."""
+
+    request: CallRequest
+    bot: CompiledBot
+    variables: Mapping[str, Any]
+    prompt: RenderedPrompt
+    greeting_mode: str
+    providers: Mapping[str, ResolvedProvider]
+    tools: tuple[ResolvedTool, ...]
+
+    def new_context(self) -> CallContext:
+        return CallContext(
+            request=self.request, bot=self.bot, variables=dict(self.variables), prompt=self.prompt
+        )
+
+
+def plan_call(snapshot: CatalogSnapshot, request: CallRequest, registry: Registry) -> CallPlan:
+    resolved = registry.hook.resolve_call(request=request)
+    if resolved is not None:
+        request = resolved
+    bot = snapshot.get(request.bot)
+    variables = _variables(bot, request)
+    providers = _providers(bot, request, registry)
+    tools = tuple(
+        ResolvedTool(tool.name, registry.tool(tool.binding.use), tool.options)
+        for tool in bot.tools
+    )
+    prompt = _render(bot, request, variables, snapshot)
+    greeting_mode = (request.overrides.prompt and request.overrides.prompt.greeting_mode) or (
+        bot.bot.prompt.greeting_mode
+    )
+    return CallPlan(request, bot, variables, prompt, greeting_mode, providers, tools)
+
+
+def _variables(bot: CompiledBot, request: CallRequest) -> dict[str, Any]:
+    missing = [name for name in bot.bot.required_variables() if name not in request.variables]
+    if missing:
+        raise CallSetupError(
+            f"bot {bot.id!r} needs the variable(s) {', '.join(missing)} for every call "
+            f"(pass them as call variables, e.g. --var {missing[0]}=...)"
+        )
+    return {**bot.bot.defaults(), **request.variables}
+
+
+def _providers(
+    bot: CompiledBot, request: CallRequest, registry: Registry
+) -> dict[str, ResolvedProvider]:
+    providers: dict[str, ResolvedProvider] = {}
+    problems: list[Problem] = []
+    for kind in PROVIDER_KINDS:
+        config = getattr(bot.bot, kind)
+        override = getattr(request.overrides, kind)
+        if override is None:
+            if config is not None:
+                providers[kind] = ResolvedProvider(
+                    registry.provider(kind, config.provider), bot.provider_options[kind]
+                )
+            continue
+        override = dict(override)
+        name = override.pop("provider", None) or (config.provider if config else None)
+        if name is None:
+            problems.append(Problem(None, "an override needs `provider` (the bot has no "
+                                    f"[{kind}] table)", key=f"overrides.{kind}"))
+            continue
+        options = override if (config is None or name != config.provider) else {
+            **config.options(), **override
+        }
+        validated = validate_provider_options(
+            registry, kind, name, options, None, problems, key_prefix="overrides."
+        )
+        if validated is not None:
+            providers[kind] = ResolvedProvider(registry.provider(kind, name), validated)
+    if problems:
+        raise CallSetupError(
+            "invalid per-call overrides:\n" + "\n".join(f"  {p}" for p in problems)
+        )
+    return providers
+
+
+def _render(
+    bot: CompiledBot, request: CallRequest, variables: Mapping[str, Any],
+    snapshot: CatalogSnapshot,
+) -> RenderedPrompt:
+    info = bot.bot_info()
+    call = {
+        "session_id": request.session_id,
+        "transport": request.transport,
+        "caller": request.caller,
+        "callee": request.callee,
+        "now": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    context = {**variables, "bot": info, "call": call}
+    prompt_overrides = request.overrides.prompt
+    static = bot.static_prompt
+    per_call_template, greeting_template = bot.context, bot.greeting
+    if prompt_overrides is not None:
+        if prompt_overrides.system is not None:
+            static = _render_one("overrides.prompt.system",
+                                 _compile_override(snapshot, prompt_overrides.system), {"bot": info})
+        if prompt_overrides.context is not None:
+            per_call_template = _compile_override(snapshot, prompt_overrides.context)
+        if prompt_overrides.greeting is not None:
+            greeting_template = _compile_override(snapshot, prompt_overrides.greeting)
+    return RenderedPrompt(
+        static=static,
+        per_call=_render_one("prompt.context", per_call_template, context).strip(),
+        greeting=_render_one("prompt.greeting", greeting_template, context).strip(),
+    )
+
+
+def _compile_override(snapshot: CatalogSnapshot, text: str) -> PromptTemplate:
+    if snapshot.environment is None:
+        raise CallSetupError("prompt overrides need a catalog loaded from a directory")
+    try:
+        return snapshot.environment.load_inline(text)
+    except TemplateFailure as failure:
+        raise CallSetupError(f"prompt override: {failure.message}") from None
+
+
+def _render_one(key: str, template: PromptTemplate, context: Mapping[str, Any]) -> str:
+    try:
+        return template.render(context)
+    except jinja2.UndefinedError as exc:
+        raise CallSetupError(f"{key}: {exc.message}; pass it as a call variable") from None
+    except (jinja2.TemplateError, ValidationError) as exc:
+        raise CallSetupError(f"{key}: cannot render: {exc}") from None

@@ -1,0 +1,246 @@
+"""The pydantic model of a bot file (``bots/<id>.toml``). Unknown keys are errors.
+
+Provider tables (``[stt]``, ``[llm]``, ``[tts]``, ``[vad]``) and ``[[tools]]`` entries keep
+their own options as extra keys here; the compiler validates them against the options model
+the provider's plugin registered, because only the registry knows those models.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import zoneinfo
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from runtime.durations import Duration
+
+BOT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PromptConfig(Strict):
+    """``system`` is the static part (same bytes on every call of a bot version, so LLM
+    providers can cache it; it may use ``bot.*`` only). ``context`` is the per-call part,
+    rendered with the call's variables. Each is a file under prompts/ or inline text."""
+
+    system: str = Field(description="static system prompt: a file under prompts/ or inline text")
+    context: str = Field("", description="per-call part of the system prompt (may use variables)")
+    greeting: str = Field("", description="what the bot says first (template)")
+    greeting_mode: Literal["speak", "generate", "wait"] = Field(
+        "speak",
+        description="speak: say `greeting` verbatim; generate: the LLM opens the call "
+        "(`greeting` is its instruction); wait: let the caller speak first",
+    )
+
+
+class VariableSpec(Strict):
+    default: Any = None
+    required: bool = False
+    description: str = ""
+
+
+class ProviderConfig(BaseModel):
+    """``provider`` picks a registered provider; every other key is that provider's option."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    provider: str = Field(description="name of a registered provider (see `dialplan plugins`)")
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class TurnConfig(Strict):
+    allow_interruptions: bool = True
+    min_endpointing_delay: Duration = 0.5
+    max_endpointing_delay: Duration = 3.0
+    min_interruption_duration: Duration = 0.5
+    detection: Literal["vad", "stt", "manual"] = Field(
+        "vad", description="how the end of the caller's turn is detected (never a cloud model)"
+    )
+
+
+class Limits(Strict):
+    max_duration: Duration = Field(900.0, description="hang up after this long (`timeout`)")
+    silence_timeout: Duration = Field(20.0, description="hang up after this much dead air (`rnr`)")
+    silence_reminders: list[str] = Field(
+        default_factory=list, description="said one by one while the line is silent"
+    )
+    ring_timeout: Duration = Field(30.0, description="outbound: give up ringing (`no_answer`)")
+    max_tool_steps: int = Field(3, ge=1, le=20)
+
+
+class ToolBinding(BaseModel):
+    """``use`` picks a registered tool; the other keys are that tool's options."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    use: str = Field(description="name of a registered tool (see `dialplan plugins`)")
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class DispositionRule(Strict):
+    name: str
+    when: str = Field(description="a Jinja expression over the call record")
+    skip_analysis: bool = False
+    set: dict[str, Any] = Field(default_factory=dict, description="fields to set on the record")
+
+
+AnalysisFieldType = Literal["bool", "number", "string", "list"] | list[str]
+
+
+class AnalysisConfig(Strict):
+    prompt: str
+    fields: dict[str, AnalysisFieldType] = Field(default_factory=dict)
+    llm: ProviderConfig | None = None
+
+
+class QCConfig(Strict):
+    prompt: str
+    rubric: dict[str, str] = Field(default_factory=dict, description="criterion -> what it means")
+    llm: ProviderConfig | None = None
+
+
+class RecordingConfig(Strict):
+    enabled: bool = False
+    stereo: bool = Field(True, description="caller on the left channel, bot on the right")
+
+
+DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_HOURS = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
+
+
+class Schedule(Strict):
+    timezone: str = "UTC"
+    hours: dict[str, str] = Field(
+        default_factory=dict,
+        description='opening hours per day: { "mon-fri" = "09:00-17:00", sat = "10:00-14:00" }',
+    )
+    closed_message: str = Field("", description="said before hanging up outside opening hours")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}; use an IANA name like 'Europe/Berlin'"
+            ) from None
+        return value
+
+    @field_validator("hours")
+    @classmethod
+    def _valid_hours(cls, value: dict[str, str]) -> dict[str, str]:
+        for days, span in value.items():
+            expand_days(days)
+            parse_span(span)
+        return value
+
+    def is_open(self, at: dt.datetime) -> bool:
+        if not self.hours:
+            return True
+        local = at.astimezone(zoneinfo.ZoneInfo(self.timezone))
+        day = DAY_NAMES[local.weekday()]
+        now = local.time()
+        for days, span in self.hours.items():
+            if day in expand_days(days):
+                start, end = parse_span(span)
+                if start <= now < end:
+                    return True
+        return False
+
+
+def expand_days(spec: str) -> list[str]:
+    days: list[str] = []
+    for part in spec.lower().split(","):
+        part = part.strip()
+        first, _, last = part.partition("-")
+        if first not in DAY_NAMES or (last and last not in DAY_NAMES):
+            raise ValueError(f"{spec!r}: days are written mon..sun, e.g. 'mon-fri' or 'sat,sun'")
+        start = DAY_NAMES.index(first)
+        stop = DAY_NAMES.index(last) if last else start
+        days.extend(DAY_NAMES[start : stop + 1])
+    return days
+
+
+def parse_span(span: str) -> tuple[dt.time, dt.time]:
+    match = _HOURS.match(span.strip())
+    if not match:
+        raise ValueError(f"{span!r}: opening hours are written 'HH:MM-HH:MM', e.g. '09:00-17:30'")
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    try:
+        start, end = dt.time(h1, m1), dt.time(h2, m2) if h2 < 24 else dt.time.max
+    except ValueError:
+        raise ValueError(f"{span!r}: not a valid time of day") from None
+    if end <= start:
+        raise ValueError(f"{span!r}: closing time must be after opening time")
+    return start, end
+
+
+class Bot(Strict):
+    """One bot. ``id`` defaults to the file name."""
+
+    id: str | None = Field(None, description="defaults to the file name without .toml")
+    description: str = ""
+    language: str = Field("en", description="BCP-47 language of the conversation")
+    prompt: PromptConfig
+    variables: dict[str, VariableSpec] = Field(
+        default_factory=dict,
+        description="per-call variables: `name = default` or "
+        "`name = { required = true, description = \"...\" }`",
+    )
+    stt: ProviderConfig | None = None
+    llm: ProviderConfig
+    tts: ProviderConfig | None = None
+    vad: ProviderConfig | None = None
+    turn: TurnConfig = TurnConfig()
+    limits: Limits = Limits()
+    tools: list[ToolBinding] = Field(default_factory=list)
+    dispositions: list[DispositionRule] = Field(default_factory=list)
+    analysis: AnalysisConfig | None = None
+    qc: QCConfig | None = None
+    recording: RecordingConfig = RecordingConfig()
+    schedule: Schedule | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _valid_id(cls, value: str | None) -> str | None:
+        if value is not None and not BOT_ID.match(value):
+            raise ValueError(
+                f"{value!r} is not a valid bot id: use lowercase letters, digits, '-' and '_'"
+            )
+        return value
+
+    @field_validator("variables", mode="before")
+    @classmethod
+    def _variable_specs(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        specs: dict[str, Any] = {}
+        for name, spec in value.items():
+            if not VARIABLE_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid variable name (letters, digits, _)")
+            is_spec = isinstance(spec, dict) and spec and set(spec) <= set(VariableSpec.model_fields)
+            specs[name] = spec if is_spec else {"default": spec}
+        return specs
+
+    @model_validator(mode="after")
+    def _unique_dispositions(self) -> Bot:
+        names = [rule.name for rule in self.dispositions]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"disposition names must be unique; repeated: {', '.join(duplicates)}")
+        return self
+
+    def defaults(self) -> dict[str, Any]:
+        return {name: spec.default for name, spec in self.variables.items() if not spec.required}
+
+    def required_variables(self) -> list[str]:
+        return [name for name, spec in self.variables.items() if spec.required]
