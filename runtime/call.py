@@ -132,14 +132,18 @@ class CallContext:
         self.events.append(event)
         return event
 
-    def add_transcript(self, role: Literal["bot", "customer"], text: str,
-                       interrupted: bool = False) -> None:
+    def add_transcript(
+        self, role: Literal["bot", "customer"], text: str, interrupted: bool = False
+    ) -> None:
         self.transcript.append(
             TranscriptEntry(role=role, text=text, at=self.elapsed(), interrupted=interrupted)
         )
 
     def request_end(
-        self, disconnected_by: DisconnectedBy, *, cause: str | None = None,
+        self,
+        disconnected_by: DisconnectedBy,
+        *,
+        cause: str | None = None,
         goodbye: str | None = None,
     ) -> None:
         """Ask for the call to end. The first reason wins; transports tear down the line."""

@@ -51,7 +51,8 @@ def bot_files(paths: Iterable[Path]) -> list[Path]:
     for path in paths:
         if path.is_dir():
             found.extend(
-                p for p in sorted(path.glob("*.toml"))
+                p
+                for p in sorted(path.glob("*.toml"))
                 if not p.name.endswith(SCENARIO_SUFFIX) and not p.name.startswith((".", "_"))
             )
         else:
@@ -73,8 +74,10 @@ def load_catalog(
     and their problems are listed in it; the others still load."""
     path_list = [paths] if isinstance(paths, Path) else list(paths)
     files = bot_files(path_list)
-    bots_dir = path_list[0] if path_list and path_list[0].is_dir() else (
-        files[0].parent if files else None
+    bots_dir = (
+        path_list[0]
+        if path_list and path_list[0].is_dir()
+        else (files[0].parent if files else None)
     )
     if prompts_dir is None and bots_dir is not None:
         prompts_dir = default_prompts_dir(bots_dir)
@@ -93,11 +96,14 @@ def load_catalog(
         if isinstance(result, list):
             problems.extend(result)
         elif result.id in bots:
-            problems.append(Problem(path, f"bot id {result.id!r} is already used by "
-                                    f"{bots[result.id].path}", key="id",
-                                    fix="give one of them a different `id` or file name"))
+            problems.append(
+                Problem(
+                    path,
+                    f"bot id {result.id!r} is already used by {bots[result.id].path}",
+                    key="id",
+                    fix="give one of them a different `id` or file name",
+                )
+            )
         else:
             bots[result.id] = result
-    return CatalogSnapshot(
-        MappingProxyType(bots), tuple(problems), bots_dir, prompts_dir, prompts
-    )
+    return CatalogSnapshot(MappingProxyType(bots), tuple(problems), bots_dir, prompts_dir, prompts)

@@ -156,8 +156,9 @@ class _BotCheck:
             config = getattr(self.bot, kind)
             if config is None:
                 continue
-            options = validate_provider_options(self.registry, kind, config.provider,
-                                                config.options(), self.path, self.problems)
+            options = validate_provider_options(
+                self.registry, kind, config.provider, config.options(), self.path, self.problems
+            )
             if options is not None:
                 validated[kind] = options
         return validated
@@ -180,8 +181,11 @@ class _BotCheck:
                 continue
             name = str(getattr(options, "name", None) or binding.use)
             if name in seen:
-                self.problem(f"{key}.name", f"tool name {name!r} is already used by "
-                             f"tools[{seen[name]}]", "give each tool a distinct `name`")
+                self.problem(
+                    f"{key}.name",
+                    f"tool name {name!r} is already used by tools[{seen[name]}]",
+                    "give each tool a distinct `name`",
+                )
                 continue
             seen[name] = index
             tools.append(CompiledTool(binding, name, options))
@@ -198,12 +202,15 @@ class _BotCheck:
                 continue
             for key, name in referenced().items():
                 if name not in names:
-                    self.problem(f"{kind}.{key}", f"calls tool {name!r}, which this bot does "
-                                 "not bind", "add it under [[tools]]; "
-                                 + suggest(name, names, what="bound tools"))
+                    self.problem(
+                        f"{kind}.{key}",
+                        f"calls tool {name!r}, which this bot does not bind",
+                        "add it under [[tools]]; " + suggest(name, names, what="bound tools"),
+                    )
 
-    def template(self, key: str, value: str, allowed: frozenset[str] | set[str]
-                 ) -> PromptTemplate | None:
+    def template(
+        self, key: str, value: str, allowed: frozenset[str] | set[str]
+    ) -> PromptTemplate | None:
         try:
             template = self.prompts.load(value)
         except TemplateFailure as failure:
@@ -214,13 +221,19 @@ class _BotCheck:
             known = set(allowed) | set(self.prompts.env.globals)
         for name in sorted(template.names - known):
             if key == "prompt.system":
-                self.problem(key, f"uses `{name}`, but the static system prompt may only use "
-                             "`bot.*` (it is identical for every call so providers can cache it)",
-                             "move per-call details to `prompt.context`")
+                self.problem(
+                    key,
+                    f"uses `{name}`, but the static system prompt may only use "
+                    "`bot.*` (it is identical for every call so providers can cache it)",
+                    "move per-call details to `prompt.context`",
+                )
             else:
-                self.problem(key, f"uses undefined variable `{name}`",
-                             "declare it under [variables]; "
-                             + suggest(name, sorted(allowed - CALL_NAMES), what="declared"))
+                self.problem(
+                    key,
+                    f"uses undefined variable `{name}`",
+                    "declare it under [variables]; "
+                    + suggest(name, sorted(allowed - CALL_NAMES), what="declared"),
+                )
         self.templates[key] = template
         return template
 
@@ -228,8 +241,11 @@ class _BotCheck:
         if system is None or self.problems:
             return ""
         assert self.bot.id is not None
-        info = {"id": self.bot.id, "description": self.bot.description,
-                "language": self.bot.language}
+        info = {
+            "id": self.bot.id,
+            "description": self.bot.description,
+            "language": self.bot.language,
+        }
         try:
             return system.render({"bot": info})
         except jinja2.TemplateError as exc:
@@ -250,8 +266,11 @@ class _BotCheck:
             from jinja2 import meta
 
             for name in sorted(meta.find_undeclared_variables(ast) - known):
-                self.problem(key, f"unknown name `{name}` in {rule.when!r}",
-                             suggest(name, sorted(RECORD_FIELDS), what="call record fields"))
+                self.problem(
+                    key,
+                    f"unknown name `{name}` in {rule.when!r}",
+                    suggest(name, sorted(RECORD_FIELDS), what="call record fields"),
+                )
             compiled.append((rule.name, expression))
         return tuple(compiled)
 
@@ -278,8 +297,14 @@ def validate_provider_options(
     try:
         entry = registry.provider(kind, provider)
     except UnknownName as exc:
-        problems.append(Problem(path, f"unknown {kind.upper()} provider {provider!r}",
-                                key=f"{key}.provider", fix=exc.fix))
+        problems.append(
+            Problem(
+                path,
+                f"unknown {kind.upper()} provider {provider!r}",
+                key=f"{key}.provider",
+                fix=exc.fix,
+            )
+        )
         return None
     try:
         return entry.options.model_validate(options)
@@ -295,8 +320,13 @@ def _toml_problem(path: Path, exc: tomllib.TOMLDecodeError) -> Problem:
     if match:
         line, column = int(match.group(1)), int(match.group(2))
         message = message[: match.start()].strip()
-    return Problem(path, f"TOML syntax error: {message}", line=line, column=column,
-                   fix="see https://toml.io for the syntax")
+    return Problem(
+        path,
+        f"TOML syntax error: {message}",
+        line=line,
+        column=column,
+        fix="see https://toml.io for the syntax",
+    )
 
 
 def key_path(loc: tuple[int | str, ...]) -> str:
@@ -329,8 +359,12 @@ def _located_problem(
     kind = error["type"]
     if kind == "extra_forbidden":
         known = _fields_at(model, loc[:-1])
-        return Problem(path, "unknown key", key=key,
-                       fix=suggest(str(loc[-1]), sorted(known), what="allowed keys"))
+        return Problem(
+            path,
+            "unknown key",
+            key=key,
+            fix=suggest(str(loc[-1]), sorted(known), what="allowed keys"),
+        )
     if kind == "missing":
         return Problem(path, "is required but missing", key=key, fix="add it")
     message = error["msg"]

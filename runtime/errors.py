@@ -101,8 +101,7 @@ class CallSetupError(DialplanError):
 class MissingExtra(DialplanError):
     def __init__(self, provider: str, package: str, extra: str) -> None:
         super().__init__(
-            f"provider {provider!r} needs the {package!r} package: "
-            f"pip install 'dialplan[{extra}]'"
+            f"provider {provider!r} needs the {package!r} package: pip install 'dialplan[{extra}]'"
         )
 
 

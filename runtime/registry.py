@@ -126,7 +126,9 @@ class Registry:
             description: str = "",
         ) -> None:
             if kind not in PROVIDER_KINDS:
-                raise ValueError(f"plugin {plugin!r}: provider kind must be one of {PROVIDER_KINDS}")
+                raise ValueError(
+                    f"plugin {plugin!r}: provider kind must be one of {PROVIDER_KINDS}"
+                )
             existing = self.providers.get((kind, name))
             if existing is not None:
                 raise DuplicateName(f"{kind.upper()} provider", name, existing.plugin, plugin)

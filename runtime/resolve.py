@@ -58,8 +58,7 @@ def plan_call(snapshot: CatalogSnapshot, request: CallRequest, registry: Registr
     variables = _variables(bot, request)
     providers = _providers(bot, request, registry)
     tools = tuple(
-        ResolvedTool(tool.name, registry.tool(tool.binding.use), tool.options)
-        for tool in bot.tools
+        ResolvedTool(tool.name, registry.tool(tool.binding.use), tool.options) for tool in bot.tools
     )
     prompt = _render(bot, request, variables, snapshot)
     greeting_mode = (request.overrides.prompt and request.overrides.prompt.greeting_mode) or (
@@ -95,12 +94,19 @@ def _providers(
         override = dict(override)
         name = override.pop("provider", None) or (config.provider if config else None)
         if name is None:
-            problems.append(Problem(None, "an override needs `provider` (the bot has no "
-                                    f"[{kind}] table)", key=f"overrides.{kind}"))
+            problems.append(
+                Problem(
+                    None,
+                    f"an override needs `provider` (the bot has no [{kind}] table)",
+                    key=f"overrides.{kind}",
+                )
+            )
             continue
-        options = override if (config is None or name != config.provider) else {
-            **config.options(), **override
-        }
+        options = (
+            override
+            if (config is None or name != config.provider)
+            else {**config.options(), **override}
+        )
         validated = validate_provider_options(
             registry, kind, name, options, None, problems, key_prefix="overrides."
         )
@@ -114,7 +120,9 @@ def _providers(
 
 
 def _render(
-    bot: CompiledBot, request: CallRequest, variables: Mapping[str, Any],
+    bot: CompiledBot,
+    request: CallRequest,
+    variables: Mapping[str, Any],
     snapshot: CatalogSnapshot,
 ) -> RenderedPrompt:
     info = bot.bot_info()
@@ -131,8 +139,11 @@ def _render(
     per_call_template, greeting_template = bot.context, bot.greeting
     if prompt_overrides is not None:
         if prompt_overrides.system is not None:
-            static = _render_one("overrides.prompt.system",
-                                 _compile_override(snapshot, prompt_overrides.system), {"bot": info})
+            static = _render_one(
+                "overrides.prompt.system",
+                _compile_override(snapshot, prompt_overrides.system),
+                {"bot": info},
+            )
         if prompt_overrides.context is not None:
             per_call_template = _compile_override(snapshot, prompt_overrides.context)
         if prompt_overrides.greeting is not None:

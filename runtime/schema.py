@@ -194,7 +194,7 @@ class Bot(Strict):
     variables: dict[str, VariableSpec] = Field(
         default_factory=dict,
         description="per-call variables: `name = default` or "
-        "`name = { required = true, description = \"...\" }`",
+        '`name = { required = true, description = "..." }`',
     )
     stt: ProviderConfig | None = None
     llm: ProviderConfig
@@ -227,7 +227,9 @@ class Bot(Strict):
         for name, spec in value.items():
             if not VARIABLE_NAME.match(name):
                 raise ValueError(f"{name!r} is not a valid variable name (letters, digits, _)")
-            is_spec = isinstance(spec, dict) and spec and set(spec) <= set(VariableSpec.model_fields)
+            is_spec = (
+                isinstance(spec, dict) and spec and set(spec) <= set(VariableSpec.model_fields)
+            )
             specs[name] = spec if is_spec else {"default": spec}
         return specs
 

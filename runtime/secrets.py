@@ -55,7 +55,7 @@ class SecretRef:
             if match:
                 return cls(match.group(1))
         raise ValueError(
-            "secrets are read from the environment only: write \"${env:NAME}\" "
+            'secrets are read from the environment only: write "${env:NAME}" '
             "and export NAME before starting dialplan"
         )
 

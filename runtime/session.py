@@ -6,11 +6,12 @@ This is where livekit is imported; loading and validating bots never comes here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from livekit.agents import Agent, AgentSession, llm
 from livekit.agents.voice.events import ConversationItemAddedEvent, ErrorEvent
@@ -28,7 +29,7 @@ VOICE_KINDS = ("stt", "llm", "tts", "vad")
 class DialplanAgent(Agent):
     """The bot as a livekit ``Agent``: its instructions, its tools and its opening."""
 
-    def __init__(self, plan: CallPlan, tools: list[llm.Tool]) -> None:
+    def __init__(self, plan: CallPlan, tools: list[llm.Tool | llm.Toolset]) -> None:
         super().__init__(instructions=plan.prompt.instructions, tools=tools)
         self.plan = plan
 
@@ -60,7 +61,7 @@ class CallSession:
 
     async def say_text(self, text: str) -> RunResult:
         """A caller utterance in text mode; returns once the bot's reply is complete."""
-        result = await self.session.run(user_input=text)
+        result: RunResult = await self.session.run(user_input=text)
         if self.call.end_request is not None:
             await self.finished.wait()
         return result
@@ -69,14 +70,14 @@ class CallSession:
         await self.call.ended_event().wait()
         end = self.call.end_request
         if end is not None and end.goodbye:
-            try:
+            # RuntimeError: the session is already closing because the caller has gone
+            with contextlib.suppress(RuntimeError):
                 await self.session.say(end.goodbye, allow_interruptions=False)
-            except RuntimeError:
-                pass  # the session is already closing: the caller has gone
         self.finished.set()
 
-    async def close(self, disconnected_by: DisconnectedBy = DisconnectedBy.CUSTOMER,
-                    cause: str | None = None) -> CallRecord:
+    async def close(
+        self, disconnected_by: DisconnectedBy = DisconnectedBy.CUSTOMER, cause: str | None = None
+    ) -> CallRecord:
         """Tear the session down and return the call record. ``disconnected_by`` applies
         only if nothing ended the call before (first reason wins)."""
         if self.call.end_request is None:
@@ -97,8 +98,9 @@ def build_call_session(plan: CallPlan, *, text_only: bool = True) -> CallSession
         for kind, resolved in plan.providers.items()
         if kind in kinds
     }
-    tools = [livekit_tool(tool, tool.entry.factory(tool.options, call), call)
-             for tool in plan.tools]
+    tools: list[llm.Tool | llm.Toolset] = [
+        livekit_tool(tool, tool.entry.factory(tool.options, call), call) for tool in plan.tools
+    ]
     turn = plan.bot.bot.turn
     session: AgentSession = AgentSession(
         llm=providers["llm"],
@@ -109,10 +111,14 @@ def build_call_session(plan: CallPlan, *, text_only: bool = True) -> CallSession
         user_away_timeout=None,  # dead air is dialplan's watchdog, with its own reason
         turn_handling={
             "turn_detection": "manual" if text_only else turn.detection,
-            "endpointing": {"min_delay": turn.min_endpointing_delay,
-                            "max_delay": turn.max_endpointing_delay},
-            "interruption": {"enabled": turn.allow_interruptions,
-                             "min_duration": turn.min_interruption_duration},
+            "endpointing": {
+                "min_delay": turn.min_endpointing_delay,
+                "max_delay": turn.max_endpointing_delay,
+            },
+            "interruption": {
+                "enabled": turn.allow_interruptions,
+                "min_duration": turn.min_interruption_duration,
+            },
         },
     )
     _record_conversation(session, call)
@@ -131,7 +137,8 @@ def livekit_tool(resolved: ResolvedTool, definition: ToolDefinition, call: CallC
 
     async def invoke(raw_arguments: dict[str, Any]) -> Any:
         started = time.perf_counter()
-        outcome, error, result = "ok", None, None
+        outcome, error = "ok", None
+        result: Any = None
         try:
             result = await definition.handler(raw_arguments, call)
         except ToolFailure as exc:
@@ -142,8 +149,12 @@ def livekit_tool(resolved: ResolvedTool, definition: ToolDefinition, call: CallC
             raise llm.ToolError(f"the tool {resolved.name} failed") from None
         finally:
             call.add_event(
-                "tool_call", name=resolved.name, arguments=raw_arguments, outcome=outcome,
-                error=error, latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                "tool_call",
+                name=resolved.name,
+                arguments=raw_arguments,
+                outcome=outcome,
+                error=error,
+                latency_ms=round((time.perf_counter() - started) * 1000, 3),
             )
         if definition.ends_turn:
             raise llm.StopResponse()
@@ -158,10 +169,13 @@ def _record_conversation(session: AgentSession, call: CallContext) -> None:
         if not isinstance(item, llm.ChatMessage) or item.role not in ("user", "assistant"):
             return
         text = item.text_content or ""
-        role = "customer" if item.role == "user" else "bot"
+        role: Literal["bot", "customer"] = "customer" if item.role == "user" else "bot"
         call.add_transcript(role, text, interrupted=item.interrupted)
-        metrics = {k: v for k, v in (item.metrics or {}).items()
-                   if isinstance(v, int | float) and k.endswith(("ttft", "ttfb", "delay", "latency"))}
+        metrics = {
+            k: v
+            for k, v in (item.metrics or {}).items()
+            if isinstance(v, int | float) and k.endswith(("ttft", "ttfb", "delay", "latency"))
+        }
         call.add_event("turn", role=role, chars=len(text), **metrics)
 
     def on_error(event: ErrorEvent) -> None:
@@ -175,15 +189,17 @@ def collect_usage(session: AgentSession, providers: dict[str, Any]) -> list[Prov
     usage: list[ProviderUsage] = []
     for model_usage in session.usage.model_usage:
         data = model_usage.model_dump()
-        usage.append(ProviderUsage(
-            provider=data.get("provider", ""),
-            model=data.get("model", ""),
-            prompt_tokens=data.get("input_tokens", 0),
-            completion_tokens=data.get("output_tokens", 0),
-            cached_tokens=data.get("input_cached_tokens", 0),
-            audio_seconds=data.get("audio_duration", 0.0),
-            characters=data.get("characters_count", 0),
-        ))
+        usage.append(
+            ProviderUsage(
+                provider=data.get("provider", ""),
+                model=data.get("model", ""),
+                prompt_tokens=data.get("input_tokens", 0),
+                completion_tokens=data.get("output_tokens", 0),
+                cached_tokens=data.get("input_cached_tokens", 0),
+                audio_seconds=data.get("audio_duration", 0.0),
+                characters=data.get("characters_count", 0),
+            )
+        )
     cost = _provider_cost(providers.get("llm"))
     if cost is not None:
         for entry in usage:

@@ -99,7 +99,9 @@ class PromptEnvironment:
             tree = self.env.parse(text)
             compiled = self.env.from_string(tree)
         except jinja2.TemplateSyntaxError as exc:
-            raise TemplateFailure(f"template syntax error: {exc.message}", line=exc.lineno) from None
+            raise TemplateFailure(
+                f"template syntax error: {exc.message}", line=exc.lineno
+            ) from None
         dependencies, names = self._closure(tree)
         return PromptTemplate(text, None, compiled, tuple(dependencies), frozenset(names))
 
@@ -108,7 +110,9 @@ class PromptEnvironment:
         if cached is not None:
             return cached
         if self.prompts_dir is None:
-            raise TemplateFailure(f"template file {name!r} given but there is no prompts/ directory")
+            raise TemplateFailure(
+                f"template file {name!r} given but there is no prompts/ directory"
+            )
         if name in self._loading:
             chain = " -> ".join([*self._loading, name])
             raise TemplateFailure(f"templates include each other in a cycle: {chain}")
@@ -144,9 +148,7 @@ class PromptEnvironment:
                 fix=f"create {self.prompts_dir / str(exc.name)}",
             ) from None
         dependencies, names = self._closure(tree, seen={name})
-        template = PromptTemplate(
-            source, path, compiled, (path, *dependencies), frozenset(names)
-        )
+        template = PromptTemplate(source, path, compiled, (path, *dependencies), frozenset(names))
         self._file_cache[name] = template
         return template
 

@@ -43,8 +43,9 @@ class Rule(BaseModel):
     match: str = Field(description="regular expression searched in the caller's utterance")
     reply: str = Field("", description="template; sees variables, `match` groups, `result`")
     tool: str | None = Field(None, description="name of a bot tool to call when this matches")
-    arguments: dict[str, Any] = Field(default_factory=dict, description="tool arguments; "
-                                      "string values are templates")
+    arguments: dict[str, Any] = Field(
+        default_factory=dict, description="tool arguments; string values are templates"
+    )
     on_error: str = Field("", description="said when the tool fails (default: `default`)")
 
     @field_validator("match")
@@ -65,10 +66,13 @@ class Rule(BaseModel):
 class RulesOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     rules: list[Rule] = Field(default_factory=list, description="tried in order; first wins")
-    default: str = Field("Sorry, I didn't catch that. Could you say it again?",
-                         description="reply when no rule matches")
-    opening: str = Field("Hello! How can I help you?",
-                         description="what the bot says when asked to open the call")
+    default: str = Field(
+        "Sorry, I didn't catch that. Could you say it again?",
+        description="reply when no rule matches",
+    )
+    opening: str = Field(
+        "Hello! How can I help you?", description="what the bot says when asked to open the call"
+    )
 
     @field_validator("default", "opening")
     @classmethod
@@ -103,11 +107,16 @@ class RulesEngine:
         return RuleReply(text=self._render(self.options.opening, {}))
 
     def respond(self, utterance: str) -> RuleReply:
-        for index, (rule, pattern) in enumerate(zip(self.options.rules, self._patterns, strict=True)):
+        for index, (rule, pattern) in enumerate(
+            zip(self.options.rules, self._patterns, strict=True)
+        ):
             found = pattern.search(utterance)
             if found is None:
                 continue
-            context = {"match": {**found.groupdict(), "text": found.group(0)}, "utterance": utterance}
+            context = {
+                "match": {**found.groupdict(), "text": found.group(0)},
+                "utterance": utterance,
+            }
             if rule.tool:
                 arguments = {
                     key: self._render(value, context) if isinstance(value, str) else value
@@ -120,8 +129,9 @@ class RulesEngine:
     def after_tool(self, rule_index: int, output: str, is_error: bool) -> RuleReply:
         rule = self.options.rules[rule_index]
         if is_error:
-            return RuleReply(text=self._render(rule.on_error or self.options.default,
-                                               {"error": output}))
+            return RuleReply(
+                text=self._render(rule.on_error or self.options.default, {"error": output})
+            )
         try:
             result: Any = json.loads(output)
         except ValueError:

@@ -39,8 +39,13 @@ class RulesLLM(llm.LLM):
         tool_choice: Any = NOT_GIVEN,
         extra_kwargs: Any = NOT_GIVEN,
     ) -> RulesStream:
-        return RulesStream(self, chat_ctx=chat_ctx, tools=tools or [], conn_options=conn_options,
-                           tool_choice=tool_choice)
+        return RulesStream(
+            self,
+            chat_ctx=chat_ctx,
+            tools=tools or [],
+            conn_options=conn_options,
+            tool_choice=tool_choice,
+        )
 
 
 class RulesStream(llm.LLMStream):
@@ -65,14 +70,17 @@ class RulesStream(llm.LLMStream):
             self._event_ch.send_nowait(
                 ChatChunk(
                     id=request_id,
-                    delta=ChoiceDelta(role="assistant", content=reply.text or None,
-                                      tool_calls=tool_calls),
+                    delta=ChoiceDelta(
+                        role="assistant", content=reply.text or None, tool_calls=tool_calls
+                    ),
                 )
             )
         words = len(reply.text.split())
         self._event_ch.send_nowait(
-            ChatChunk(id=request_id, usage=CompletionUsage(
-                completion_tokens=words, prompt_tokens=0, total_tokens=words))
+            ChatChunk(
+                id=request_id,
+                usage=CompletionUsage(completion_tokens=words, prompt_tokens=0, total_tokens=words),
+            )
         )
 
     def _decide(self) -> RuleReply:

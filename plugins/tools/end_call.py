@@ -1,8 +1,8 @@
 """The ``end_call`` tool: the LLM hangs up, optionally after a goodbye.
 
-    [[tools]]
-    use = "end_call"
-    goodbye = "Thanks for calling, {{ customer_name }}. Goodbye!"
+[[tools]]
+use = "end_call"
+goodbye = "Thanks for calling, {{ customer_name }}. Goodbye!"
 """
 
 from __future__ import annotations
@@ -58,5 +58,9 @@ def create_tool(options: EndCallOptions, call: CallContext) -> ToolDefinition:
 
 @hookimpl
 def register_tools(register: RegisterTool) -> None:
-    register(name="end_call", factory=create_tool, options=EndCallOptions,
-             description="hang up (disconnected_by = bot), optionally after a goodbye")
+    register(
+        name="end_call",
+        factory=create_tool,
+        options=EndCallOptions,
+        description="hang up (disconnected_by = bot), optionally after a goodbye",
+    )

@@ -1,0 +1,44 @@
+# Two commands set everything up on a fresh machine with only python3:
+#   make demo   a simulated call with a shipped bot, fully offline
+#   make test   lint, type check and the test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+export UV_PYTHON_DOWNLOADS := never
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+
+.PHONY: all env demo test lint typecheck pytest validate bench dev clean
+
+all: test
+
+# Bootstrap uv with pip when missing, then install exactly what uv.lock pins.
+env: .venv/.synced
+.venv/.synced: pyproject.toml uv.lock
+	@command -v uv >/dev/null 2>&1 || test -x "$(UV)" || $(PYTHON) -m pip install --user --quiet uv
+	$(UV) sync --frozen
+	@touch $@
+
+demo: env
+	$(UV) run --frozen dialplan validate bots/
+	$(UV) run --frozen dialplan chat receptionist --script bots/receptionist.demo.txt --record -
+
+lint: env
+	$(UV) run --frozen ruff check runtime plugins tests bench
+	$(UV) run --frozen ruff format --check runtime plugins tests bench
+
+typecheck: env
+	$(UV) run --frozen mypy
+
+pytest: env
+	$(UV) run --frozen pytest -q
+
+validate: env
+	$(UV) run --frozen dialplan validate bots/
+
+test: lint typecheck validate pytest
+
+bench: env
+	@for script in bench/*.py; do echo "== $$script"; $(UV) run --frozen python $$script; done
+
+clean:
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,284 @@
+"""The ``dialplan`` command. Each subcommand imports only what it needs, so ``validate``,
+``render``, ``plugins`` and ``schema`` never import livekit or litellm."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from runtime.cli_args import UsageError, parse_vars
+from runtime.errors import DialplanError
+
+if TYPE_CHECKING:
+    from runtime.registry import Registry
+    from runtime.resolve import CallPlan
+
+DEFAULT_BOTS = "bots"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        status: int = args.handler(args)
+    except UsageError as exc:
+        print(f"dialplan: {exc}", file=sys.stderr)
+        return 2
+    except DialplanError as exc:
+        print(f"dialplan: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dialplan", description="Voice bots as TOML + Jinja, on livekit-agents."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    validate = commands.add_parser("validate", help="validate bot files")
+    validate.add_argument(
+        "paths",
+        nargs="*",
+        type=Path,
+        metavar="PATH",
+        help=f"bot files or directories (default: {DEFAULT_BOTS}/)",
+    )
+    validate.add_argument("--prompts", type=Path, help="prompts directory (default: ../prompts)")
+    validate.set_defaults(handler=cmd_validate)
+
+    render = commands.add_parser("render", help="print a bot's rendered prompts for a call")
+    _call_arguments(render)
+    render.set_defaults(handler=cmd_render)
+
+    chat = commands.add_parser("chat", help="talk to a bot in the terminal (text mode)")
+    _call_arguments(chat)
+    chat.add_argument("--script", type=Path, help="read the caller's lines from FILE")
+    chat.add_argument(
+        "--say",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="a caller line (repeatable) instead of typing",
+    )
+    chat.add_argument(
+        "--record", metavar="PATH", help="write the call record as JSON to PATH ('-' prints it)"
+    )
+    chat.set_defaults(handler=cmd_chat)
+
+    plugins = commands.add_parser("plugins", help="list registered providers and tools")
+    plugins.add_argument("--json", action="store_true", help="machine-readable output")
+    plugins.set_defaults(handler=cmd_plugins)
+
+    schema = commands.add_parser("schema", help="print the JSON Schema of a bot file")
+    schema.set_defaults(handler=cmd_schema)
+    return parser
+
+
+def _call_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bot", help="bot id")
+    parser.add_argument(
+        "--var",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a call variable (repeatable; JSON values are decoded)",
+    )
+    parser.add_argument(
+        "--vars-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a JSON object of call variables",
+    )
+    parser.add_argument(
+        "--overrides",
+        metavar="JSON",
+        help='per-call overrides, e.g. \'{"llm": {"temperature": 0}}\'',
+    )
+    parser.add_argument(
+        "--bots",
+        type=Path,
+        default=Path(os.environ.get("DIALPLAN_BOTS", DEFAULT_BOTS)),
+        help="bots directory (default: bots/)",
+    )
+    parser.add_argument("--prompts", type=Path, help="prompts directory (default: ../prompts)")
+
+
+# -- commands --------------------------------------------------------------------------
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from runtime.catalog import bot_files, load_catalog
+
+    registry = _registry()
+    paths = args.paths or [Path(DEFAULT_BOTS)]
+    for path in paths:
+        if not path.exists():
+            raise UsageError(f"{path}: no such file or directory")
+    if not bot_files(paths):
+        raise UsageError(f"no bot files (*.toml) under {', '.join(map(str, paths))}")
+    snapshot = load_catalog(paths, registry, prompts_dir=args.prompts)
+    for problem in snapshot.problems:
+        print(problem)
+    if snapshot.problems:
+        files = {p.file for p in snapshot.problems}
+        print(
+            f"\n{len(snapshot.problems)} problem(s) in {len(files)} file(s); "
+            f"{len(snapshot)} bot(s) valid",
+            file=sys.stderr,
+        )
+        return 1
+    for bot in snapshot:
+        print(f"ok  {bot.id}  version {bot.version}  ({bot.path})")
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    plan = _plan(args)
+    prompt = plan.prompt
+    print(f"# bot {plan.bot.id}  version {plan.bot.version}\n")
+    print(
+        f"## static system prompt ({len(prompt.static)} chars, identical on every call "
+        "of this version)\n"
+    )
+    print(prompt.static)
+    print("\n## per-call system prompt\n")
+    print(prompt.per_call or "(empty)")
+    print(f"\n## greeting (mode: {plan.greeting_mode})\n")
+    print(prompt.greeting or "(none)")
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from runtime.textchat import run_text_call, scripted_lines, typed_lines
+
+    plan = _plan(args)
+    if args.script:
+        try:
+            script = args.script.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise UsageError(f"--script {args.script}: {exc.strerror}") from None
+        lines = scripted_lines(script, echo=lambda text: print(f"you> {text}"))
+    elif args.say:
+        lines = scripted_lines(args.say, echo=lambda text: print(f"you> {text}"))
+    else:
+        print(
+            f"Talking to {plan.bot.id} (version {plan.bot.version}). "
+            "Type your lines; Ctrl-D or /quit hangs up.",
+            file=sys.stderr,
+        )
+        lines = typed_lines()
+    record = asyncio.run(run_text_call(plan, lines))
+    print(
+        f"\n[call ended: disconnected_by={record.disconnected_by} "
+        f"duration={record.duration:.2f}s turns={len(record.transcript)}]",
+        file=sys.stderr,
+    )
+    if args.record == "-":
+        print(record.model_dump_json(indent=2))
+    elif args.record:
+        Path(args.record).write_text(record.model_dump_json(indent=2), encoding="utf-8")
+        print(f"call record written to {args.record}", file=sys.stderr)
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    registry = _registry(show_failures=not args.json)
+    rows = [
+        {
+            "kind": entry.kind,
+            "name": entry.name,
+            "plugin": entry.plugin,
+            "distribution": entry.distribution,
+            "description": entry.description,
+        }
+        for entry in sorted(registry.providers.values(), key=lambda e: (e.kind, e.name))
+    ] + [
+        {
+            "kind": "tool",
+            "name": entry.name,
+            "plugin": entry.plugin,
+            "distribution": entry.distribution,
+            "description": entry.description,
+        }
+        for entry in sorted(registry.tools.values(), key=lambda e: e.name)
+    ]
+    if args.json:
+        failures = [{"plugin": f.plugin, "error": str(f.cause)} for f in registry.failures]
+        print(json.dumps({"registered": rows, "failed": failures}, indent=2))
+        return 0
+    header = ("KIND", "NAME", "PLUGIN", "DISTRIBUTION")
+    keys = ("kind", "name", "plugin", "distribution")
+    widths = [
+        max([len(h), *(len(row[k]) for row in rows)]) for h, k in zip(header, keys, strict=True)
+    ]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + "  DESCRIPTION")
+    for row in rows:
+        cells = [row["kind"], row["name"], row["plugin"], row["distribution"]]
+        print(
+            "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))
+            + "  "
+            + row["description"]
+        )
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from runtime.bot_schema import bot_json_schema
+
+    print(json.dumps(bot_json_schema(_registry(show_failures=False)), indent=2))
+    return 0
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _registry(*, show_failures: bool = True) -> Registry:
+    from runtime.registry import load_registry
+
+    registry = load_registry()
+    if show_failures:
+        for failure in registry.failures:
+            print(f"warning: {failure}", file=sys.stderr)
+    return registry
+
+
+def _plan(args: argparse.Namespace) -> CallPlan:
+    from runtime.call import CallOverrides, CallRequest
+    from runtime.catalog import load_catalog
+    from runtime.resolve import plan_call
+
+    registry = _registry()
+    if not args.bots.is_dir():
+        raise UsageError(f"--bots {args.bots}: not a directory")
+    snapshot = load_catalog(args.bots, registry, prompts_dir=args.prompts)
+    if args.bot not in snapshot.bots:
+        mine = [p for p in snapshot.problems if p.file and p.file.stem == args.bot]
+        if mine:
+            raise DialplanError(
+                f"bot {args.bot!r} is invalid:\n" + "\n".join(f"  {p}" for p in mine)
+            )
+    try:
+        overrides = CallOverrides.model_validate_json(args.overrides or "{}")
+    except ValueError as exc:
+        raise UsageError(f"--overrides: {exc}") from None
+    request = CallRequest(
+        bot=args.bot,
+        variables=parse_vars(args.var, args.vars_file),
+        overrides=overrides,
+        transport="text",
+    )
+    return plan_call(snapshot, request, registry)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
