@@ -47,7 +47,7 @@ class CallOverrides(BaseModel):
 class CallRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     bot: str
-    variables: dict[str, VariableValue] = Field(default_factory=dict)
+    variables: dict[str, Any] = Field(default_factory=dict)
     overrides: CallOverrides = Field(default_factory=CallOverrides)
     session_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     transport: str = "text"

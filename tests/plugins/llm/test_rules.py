@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from plugins.llm.rules import RulesEngine, RulesOptions
+
+
+def engine(**options: object) -> RulesEngine:
+    return RulesEngine(RulesOptions.model_validate(options), {"clinic": "Bright"})
+
+
+def test_first_matching_rule_wins_case_insensitively() -> None:
+    rules = engine(
+        rules=[
+            {"match": "hours", "reply": "9 to 5 at {{ clinic }}"},
+            {"match": "hours|open", "reply": "second"},
+        ]
+    )
+    assert rules.respond("What are your HOURS?").text == "9 to 5 at Bright"
+    assert rules.respond("are you open").text == "second"
+
+
+def test_default_and_opening() -> None:
+    rules = engine(default="Pardon: {{ utterance }}?", opening="Hello from {{ clinic }}")
+    assert rules.respond("mumble").text == "Pardon: mumble?"
+    assert rules.opening().text == "Hello from Bright"
+
+
+def test_tool_rule_renders_arguments_from_match_groups() -> None:
+    rules = engine(
+        rules=[
+            {
+                "match": r"(?P<day>monday|friday)",
+                "tool": "book",
+                "arguments": {"day": "{{ match.day }}", "slots": 2},
+                "reply": "Booked {{ result.day }}",
+            }
+        ]
+    )
+    reply = rules.respond("Friday please")
+    assert (reply.tool, reply.arguments, reply.rule_index) == (
+        "book",
+        {"day": "Friday", "slots": 2},
+        0,
+    )
+    assert rules.after_tool(0, '{"day": "Friday"}', is_error=False).text == "Booked Friday"
+
+
+def test_tool_error_uses_on_error_then_default() -> None:
+    rules = engine(
+        default="Sorry.",
+        rules=[
+            {"match": "a", "tool": "t", "on_error": "Could not: {{ error }}"},
+            {"match": "b", "tool": "t"},
+        ],
+    )
+    assert rules.after_tool(0, "timeout", is_error=True).text == "Could not: timeout"
+    assert rules.after_tool(1, "timeout", is_error=True).text == "Sorry."
+
+
+def test_variables_render_as_data() -> None:
+    rules = RulesEngine(RulesOptions(default="{{ name }}"), {"name": "{{ 7*7 }}"})
+    assert rules.respond("x").text == "{{ 7*7 }}"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"rules": [{"match": "(unclosed"}]}, "invalid regular expression"),
+        ({"rules": [{"match": "x", "reply": "{% if %}"}]}, "template syntax error"),
+        ({"rules": [{"match": "x", "answer": "y"}]}, "Extra inputs are not permitted"),
+        ({"defualt": "x"}, "Extra inputs are not permitted"),
+    ],
+)
+def test_bad_options(options: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        RulesOptions.model_validate(options)
+
+
+def test_referenced_tools_for_validation() -> None:
+    options = RulesOptions.model_validate(
+        {"rules": [{"match": "a", "reply": "x"}, {"match": "b", "tool": "end_call"}]}
+    )
+    assert options.referenced_tools() == {"rules[1].tool": "end_call"}

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+import pytest
+from jinja2.sandbox import SecurityError
+
+from runtime.templates import PromptEnvironment, TemplateFailure, is_file_reference
+
+
+@pytest.fixture
+def prompts(tmp_path: Path) -> Path:
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "style.j2").write_text("Be brief.{% include 'shared/tail.j2' %}")
+    (tmp_path / "shared" / "tail.j2").write_text(" Say {{ word }}.")
+    (tmp_path / "main.j2").write_text("Hello {{ name }}. {% include 'shared/style.j2' %}")
+    return tmp_path
+
+
+def test_file_references_versus_inline_text() -> None:
+    assert is_file_reference("dental/system.j2")
+    assert is_file_reference("notes.md")
+    assert not is_file_reference("Hi {{ name }}, this is dental.j2 calling")
+    assert not is_file_reference("You are a receptionist.")
+
+
+def test_include_chain_is_tracked(prompts: Path) -> None:
+    env = PromptEnvironment(prompts)
+    template = env.load("main.j2")
+    names = [p.relative_to(prompts).as_posix() for p in template.dependencies]
+    assert names == ["main.j2", "shared/style.j2", "shared/tail.j2"]
+    assert template.names == {"name", "word"}
+    assert template.render({"name": "Ann", "word": "hi"}) == "Hello Ann. Be brief. Say hi."
+
+
+def test_plain_text_needs_no_compilation() -> None:
+    template = PromptEnvironment(None).load("No markup here.")
+    assert template.compiled is None
+    assert template.render({}) == "No markup here."
+
+
+def test_strict_undefined() -> None:
+    template = PromptEnvironment(None).load("Hi {{ nobody }}")
+    with pytest.raises(jinja2.UndefinedError):
+        template.render({})
+
+
+def test_variables_are_data_not_code() -> None:
+    template = PromptEnvironment(None).load("Hi {{ name }}")
+    assert template.render({"name": "{{ 7*7 }}"}) == "Hi {{ 7*7 }}"
+    assert template.render({"name": "{{ ''.__class__ }}"}) == "Hi {{ ''.__class__ }}"
+
+
+def test_sandbox_refuses_attribute_tricks_in_templates() -> None:
+    template = PromptEnvironment(None).load("{{ ''.__class__.__mro__[1].__subclasses__() }}")
+    with pytest.raises(SecurityError):
+        template.render({})
+
+
+def test_syntax_error_names_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "bad.j2").write_text("line one\n{% if x %}\nno endif\n")
+    with pytest.raises(TemplateFailure) as exc:
+        PromptEnvironment(tmp_path).load("bad.j2")
+    assert exc.value.file == tmp_path / "bad.j2"
+    assert exc.value.line is not None and exc.value.line >= 2
+    assert "syntax error" in exc.value.message
+
+
+def test_missing_include_names_the_includer(tmp_path: Path) -> None:
+    (tmp_path / "a.j2").write_text("{% include 'gone.j2' %}")
+    with pytest.raises(TemplateFailure, match="'gone.j2'.*not found"):
+        PromptEnvironment(tmp_path).load("a.j2")
+
+
+def test_include_cycle_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "a.j2").write_text("{% include 'b.j2' %}")
+    (tmp_path / "b.j2").write_text("{% include 'a.j2' %}")
+    with pytest.raises(TemplateFailure, match=r"cycle: a.j2 -> b.j2 -> a.j2"):
+        PromptEnvironment(tmp_path).load("a.j2")
+
+
+def test_plugin_filters_are_available(tmp_path: Path) -> None:
+    def prepare(env: jinja2.Environment) -> None:
+        env.filters["shout"] = lambda value: str(value).upper()
+
+    template = PromptEnvironment(tmp_path, prepare=prepare).load("{{ name | shout }}")
+    assert template.render({"name": "ann"}) == "ANN"
+
+
+def test_each_file_compiles_once_per_environment(prompts: Path) -> None:
+    env = PromptEnvironment(prompts)
+    assert env.load("main.j2") is env.load("main.j2")
