@@ -14,6 +14,7 @@ import os
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import asyncio
+import importlib.util
 import logging
 import uuid
 from dataclasses import dataclass
@@ -41,6 +42,13 @@ litellm.suppress_debug_info = True
 
 CacheStyle = Literal["openai", "anthropic"]
 
+# litellm >= 1.7x routes every request that has tools through its MCP-gateway check, which
+# imports the optional `mcp` package and fails without it. Our tools are plain functions,
+# never MCP servers, so skip that check (litellm strips the flag before the HTTP request).
+_SKIP_MCP: dict[str, Any] = (
+    {"_skip_mcp_handler": True} if importlib.util.find_spec("mcp") is None else {}
+)
+
 
 @dataclass
 class LiteLLMUsage:
@@ -63,6 +71,14 @@ class LiteLLMUsage:
         self.cached_tokens += usage.prompt_cached_tokens
         if cost_usd is not None:
             self.cost_usd = (self.cost_usd or 0.0) + cost_usd
+
+    def merge(self, other: LiteLLMUsage) -> None:
+        self.requests += other.requests
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.cached_tokens += other.cached_tokens
+        if other.cost_usd is not None:
+            self.cost_usd = (self.cost_usd or 0.0) + other.cost_usd
 
 
 # -- construction ------------------------------------------------------------------------
@@ -101,6 +117,15 @@ class LiteLLMFallbackAdapter(llm.FallbackAdapter):
     def usages(self) -> list[LiteLLMUsage]:
         """Usage of every model that served at least one request."""
         return [model.usage for model in self.models if model.usage.requests]
+
+    @property
+    def usage(self) -> LiteLLMUsage:
+        """All models together, under the primary's name (per model: `usages`)."""
+        primary = self.models[0]
+        total = LiteLLMUsage(model=primary.model, provider=primary.provider)
+        for part in self.usages:
+            total.merge(part)
+        return total
 
 
 # -- the LLM -----------------------------------------------------------------------------
@@ -307,6 +332,7 @@ def build_completion_kwargs(
         kwargs["api_key"] = api_key
     if tools:
         kwargs["tools"] = tools
+        kwargs.update(_SKIP_MCP)
     style = cache_style(options.model, provider)
     if style == "openai" and cache_key:
         kwargs["prompt_cache_key"] = cache_key

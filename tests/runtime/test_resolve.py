@@ -116,7 +116,7 @@ def test_undefined_variable_in_override_template(
     snapshot: CatalogSnapshot, registry: Registry
 ) -> None:
     overrides = CallOverrides.model_validate({"prompt": {"greeting": "Hi {{ nobody }}"}})
-    with pytest.raises(CallSetupError, match="prompt.greeting: 'nobody' is undefined"):
+    with pytest.raises(CallSetupError, match=r"prompt.greeting: 'nobody' is undefined"):
         plan_call(
             snapshot, CallRequest(bot="a", variables={"name": "A"}, overrides=overrides), registry
         )

@@ -69,7 +69,7 @@ def test_syntax_error_names_file_and_line(tmp_path: Path) -> None:
 
 def test_missing_include_names_the_includer(tmp_path: Path) -> None:
     (tmp_path / "a.j2").write_text("{% include 'gone.j2' %}")
-    with pytest.raises(TemplateFailure, match="'gone.j2'.*not found"):
+    with pytest.raises(TemplateFailure, match=r"'gone.j2'.*not found"):
         PromptEnvironment(tmp_path).load("a.j2")
 
 
