@@ -16,7 +16,7 @@ when a call builds its LLM.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -43,7 +43,7 @@ class LiteLLMOptions(BaseModel):
         description='litellm model name with its provider prefix, e.g. "openai/gpt-4o-mini" '
         'or "anthropic/claude-haiku-4-5"',
     )
-    fallback: list[str] = Field(
+    fallback: list[Annotated[str, Field(min_length=1)]] = Field(
         default_factory=list,
         description="models tried in order when the primary model fails; `api_key` and "
         "`api_base` apply to the ones of the primary's provider, the others read their "
@@ -72,8 +72,8 @@ class LiteLLMOptions(BaseModel):
         reserved = sorted(RESERVED_EXTRA & set(value))
         if reserved:
             raise ValueError(
-                f"`extra` cannot set {', '.join(reserved)}: use the option of the same name "
-                '(api_key only as "${env:NAME}")'
+                f"`extra` cannot set {', '.join(reserved)}: the provider sets the request "
+                'itself; use the `model`, `api_base` and `api_key` ("${env:NAME}") options'
             )
         return value
 

@@ -15,7 +15,6 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import asyncio
 import importlib.util
-import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -35,16 +34,14 @@ from livekit.agents.utils import is_given
 
 from plugins.llm.litellm import LiteLLMOptions
 
-logger = logging.getLogger(__name__)
-
 # litellm prints provider lists and "give feedback" banners to stdout on errors
 litellm.suppress_debug_info = True
 
 CacheStyle = Literal["openai", "anthropic"]
 
-# litellm >= 1.7x routes every request that has tools through its MCP-gateway check, which
-# imports the optional `mcp` package and fails without it. Our tools are plain functions,
-# never MCP servers, so skip that check (litellm strips the flag before the HTTP request).
+# litellm (1.106 at least) sends every request that has tools through its MCP-gateway
+# check, which imports the optional `mcp` package and fails without it. Our tools are plain
+# functions, never MCP servers, so skip that check (litellm strips the flag from the request).
 _SKIP_MCP: dict[str, Any] = (
     {"_skip_mcp_handler": True} if importlib.util.find_spec("mcp") is None else {}
 )
