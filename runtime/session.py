@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -200,14 +200,19 @@ def collect_usage(session: AgentSession, providers: dict[str, Any]) -> list[Prov
                 characters=data.get("characters_count", 0),
             )
         )
-    cost = _provider_cost(providers.get("llm"))
-    if cost is not None:
-        for entry in usage:
-            if entry.model and entry.model == getattr(providers.get("llm"), "model", None):
-                entry.cost_usd = cost
+    costs = provider_costs(providers.values())
+    for entry in usage:
+        entry.cost_usd = costs.get(entry.model, entry.cost_usd)
     return usage
 
 
-def _provider_cost(instance: Any) -> float | None:
-    tracked: Callable[[], Any] | Any = getattr(instance, "usage", None)
-    return getattr(tracked, "cost_usd", None)
+def provider_costs(instances: Iterable[Any]) -> dict[str, float]:
+    """Estimated cost per model, from providers that track it: a provider may expose
+    ``usages``, a list of objects with ``model`` and ``cost_usd`` (see plugins/llm/litellm)."""
+    costs: dict[str, float] = {}
+    for instance in instances:
+        for tracked in getattr(instance, "usages", None) or []:
+            cost = getattr(tracked, "cost_usd", None)
+            if cost is not None:
+                costs[tracked.model] = costs.get(tracked.model, 0.0) + cost
+    return costs

@@ -529,3 +529,38 @@ def test_a_missing_key_fails_when_the_call_is_built(monkeypatch: pytest.MonkeyPa
 
     with pytest.raises(runtime.CallSetupError, match=KEY_ENV):
         create_llm(options, _CallStandIn())  # type: ignore[arg-type]
+
+
+# -- the call record ---------------------------------------------------------------------
+
+
+async def test_call_record_carries_usage_and_cost(
+    registry: Registry, bot_dir: Callable[..., Path], fake_openai: FakeOpenAI
+) -> None:
+    from runtime.session import build_call_session
+
+    fake_openai.replies["gpt-4o-mini"] = text_reply("We open at nine.")
+    toml = f"""
+[prompt]
+system = "static"
+[llm]
+provider = "litellm"
+model = "openai/gpt-4o-mini"
+api_key = "${{env:{KEY_ENV}}}"
+api_base = "{fake_openai.base_url}"
+"""
+    snapshot = load_catalog(bot_dir("clinic", toml), registry)
+    plan = plan_call(snapshot, runtime.CallRequest(bot="clinic"), registry)
+    call_session = build_call_session(plan)
+    await call_session.start()
+    await call_session.say_text("when do you open?")
+    record = await call_session.close()
+    assert record.transcript[-1].text == "We open at nine."
+    (usage,) = record.usage
+    assert (usage.model, usage.prompt_tokens, usage.completion_tokens) == (
+        "openai/gpt-4o-mini",
+        1200,
+        40,
+    )
+    assert usage.cost_usd is not None and usage.cost_usd > 0
+    assert FAKE_KEY not in record.model_dump_json()
