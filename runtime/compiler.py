@@ -195,7 +195,10 @@ class _BotCheck:
         self, provider_options: dict[str, BaseModel], tools: tuple[CompiledTool, ...]
     ) -> None:
         """Providers that call tools by name (like `rules`) must name tools the bot binds."""
-        names = sorted(tool.name for tool in tools)
+        # every binding counts, even one that failed (its own problem is reported already)
+        names = sorted(
+            str(binding.options().get("name") or binding.use) for binding in self.bot.tools
+        )
         for kind, options in provider_options.items():
             referenced = getattr(options, "referenced_tools", None)
             if not callable(referenced):
@@ -247,7 +250,7 @@ class _BotCheck:
             "language": self.bot.language,
         }
         try:
-            return system.render({"bot": info})
+            return system.render({"bot": info}).strip()
         except jinja2.TemplateError as exc:
             self.problem("prompt.system", f"cannot render: {exc}")
             return ""
@@ -258,8 +261,8 @@ class _BotCheck:
         for index, rule in enumerate(self.bot.dispositions):
             key = f"dispositions[{index}].when"
             try:
-                ast = self.prompts.env.parse("{{ " + rule.when + " }}")
                 expression = self.prompts.compile_expression(rule.when)
+                ast = self.prompts.env.parse("{{ " + rule.when + " }}")
             except jinja2.TemplateSyntaxError as exc:
                 self.problem(key, f"invalid expression {rule.when!r}: {exc.message}")
                 continue

@@ -72,7 +72,7 @@ class PromptEnvironment:
             loader=loader,
             undefined=jinja2.StrictUndefined,
             autoescape=False,
-            keep_trailing_newline=False,
+            keep_trailing_newline=True,  # an included file keeps its last line break
             trim_blocks=True,
             lstrip_blocks=True,
             auto_reload=False,
@@ -147,13 +147,16 @@ class PromptEnvironment:
                 file=path,
                 fix=f"create {self.prompts_dir / str(exc.name)}",
             ) from None
-        dependencies, names = self._closure(tree, seen={name})
+        dependencies, names = self._closure(tree, seen={name}, including=(name, path))
         template = PromptTemplate(source, path, compiled, (path, *dependencies), frozenset(names))
         self._file_cache[name] = template
         return template
 
     def _closure(
-        self, tree: nodes.Template, seen: set[str] | None = None
+        self,
+        tree: nodes.Template,
+        seen: set[str] | None = None,
+        including: tuple[str, Path] | None = None,
     ) -> tuple[list[Path], set[str]]:
         """Files this template includes (transitively) and the variables all of them read."""
         seen = set() if seen is None else seen
@@ -163,9 +166,28 @@ class PromptEnvironment:
             if referenced is None or referenced in seen:
                 continue  # a dynamic include cannot be tracked ahead of time
             seen.add(referenced)
-            included = self._load_file(referenced)
+            try:
+                included = self._load_file(referenced)
+            except TemplateFailure as failure:
+                if failure.file is not None or including is None:
+                    raise
+                # the included file is missing: point at the include, not at the bot file
+                raise TemplateFailure(
+                    f"{failure.message} (included from {including[0]!r})",
+                    file=including[1],
+                    line=_include_line(tree, referenced),
+                    fix=failure.fix,
+                ) from None
             for dep in included.dependencies:
                 if dep not in files:
                     files.append(dep)
             names |= included.names
         return files, names
+
+
+def _include_line(tree: nodes.Template, name: str) -> int | None:
+    for node in tree.find_all((nodes.Include, nodes.Extends, nodes.Import, nodes.FromImport)):
+        target = getattr(node, "template", None)
+        if isinstance(target, nodes.Const) and target.value == name:
+            return node.lineno
+    return None

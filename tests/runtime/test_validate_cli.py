@@ -1,0 +1,298 @@
+"""`dialplan validate` as a bot author runs it: a real subprocess over real files, one line
+per problem naming the file, the key and the fix, exit status 1; `ok` lines and status 0
+for valid bots."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from runtime.record import RECORD_FIELDS
+from runtime.schema import Bot, Limits
+
+REPO = Path(__file__).resolve().parents[2]
+LLM_PROVIDERS = (
+    "litellm, rules" if importlib.util.find_spec("plugins.llm.litellm") is not None else "rules"
+)
+
+
+@dataclass(frozen=True)
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def lines(self) -> list[str]:
+        return self.stdout.splitlines()
+
+
+def cli_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIALPLAN_")}
+    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    return env
+
+
+def dialplan(*args: str, cwd: Path) -> Run:
+    done = subprocess.run(
+        [sys.executable, "-m", "runtime.cli", *args],
+        cwd=cwd,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return Run(done.returncode, done.stdout, done.stderr)
+
+
+def bot_toml(*, top: str = "", prompt: str = "", llm: str = "", tail: str = "") -> str:
+    """A minimal valid bot with one thing changed."""
+    return "\n".join(
+        [
+            top,
+            "[prompt]",
+            prompt or 'system = "You are a test bot."',
+            "[llm]",
+            'provider = "rules"',
+            llm,
+            tail,
+            "",
+        ]
+    )
+
+
+def allowed(names: Iterable[str]) -> str:
+    return ", ".join(sorted(names))
+
+
+# file stem -> (bot file, the exact problem line; "{prompts}" is the resolved prompts/ dir)
+CASES: dict[str, tuple[str, str]] = {
+    "top_level_key": (
+        bot_toml(top='descripton = "typo"'),
+        "bots/top_level_key.toml: descripton: unknown key "
+        f"(did you mean `description`? allowed keys: {allowed(Bot.model_fields)})",
+    ),
+    "nested_key": (
+        bot_toml(tail='[limits]\nmax_duraton = "5m"'),
+        "bots/nested_key.toml: limits.max_duraton: unknown key "
+        f"(did you mean `max_duration`? allowed keys: {allowed(Limits.model_fields)})",
+    ),
+    "wrong_type": (
+        bot_toml(tail='[limits]\nmax_tool_steps = "many"'),
+        "bots/wrong_type.toml: limits.max_tool_steps: Input should be a valid integer, "
+        "unable to parse string as an integer (got 'many')",
+    ),
+    "bad_duration": (
+        bot_toml(tail='[limits]\nsilence_timeout = "20 parsecs"'),
+        "bots/bad_duration.toml: limits.silence_timeout: '20 parsecs' is not a duration; "
+        "write e.g. '250ms', '20s', '15m' or '1h30m'",
+    ),
+    "unknown_provider": (
+        bot_toml().replace('provider = "rules"', 'provider = "rulez"'),
+        "bots/unknown_provider.toml: llm.provider: unknown LLM provider 'rulez' "
+        f"(did you mean `rules`? registered LLM providers: {LLM_PROVIDERS})",
+    ),
+    "bad_rules_option": (
+        bot_toml(llm='defualt = "Pardon?"'),
+        "bots/bad_rules_option.toml: llm.defualt: unknown key "
+        "(did you mean `default`? allowed keys: default, opening, rules)",
+    ),
+    "template_syntax": (
+        bot_toml(prompt='system = "broken/system.j2"'),
+        "{prompts}/broken/system.j2:2: prompt.system: template syntax error: "
+        "Expected an expression, got 'end of statement block'",
+    ),
+    "missing_include": (
+        bot_toml(prompt='system = "partial/system.j2"'),
+        "{prompts}/partial/system.j2:2: prompt.system: template file 'partial/missing.j2' "
+        "not found (included from 'partial/system.j2') "
+        "(create {prompts}/partial/missing.j2 or fix the file name)",
+    ),
+    "undefined_variable": (
+        bot_toml(
+            prompt='system = "You are a test bot."\ncontext = "You call {{ custmer_name }}."',
+            tail='[variables]\ncustomer_name = "Ann"\nclinic = "Bright Smile"',
+        ),
+        "bots/undefined_variable.toml: prompt.context: uses undefined variable `custmer_name` "
+        "(declare it under [variables]; did you mean `customer_name`? "
+        "declared: clinic, customer_name)",
+    ),
+    "static_per_call": (
+        bot_toml(
+            prompt='system = "You call {{ customer_name }}."',
+            tail='[variables]\ncustomer_name = "Ann"',
+        ),
+        "bots/static_per_call.toml: prompt.system: uses `customer_name`, but the static "
+        "system prompt may only use `bot.*` (it is identical for every call so providers can "
+        "cache it) (move per-call details to `prompt.context`)",
+    ),
+    "unknown_tool": (
+        bot_toml(tail='[[tools]]\nuse = "end_cal"'),
+        "bots/unknown_tool.toml: tools[0].use: unknown tool 'end_cal' "
+        "(did you mean `end_call`? registered tools: end_call)",
+    ),
+    "unbound_tool": (
+        bot_toml(llm='[[llm.rules]]\nmatch = "bye"\ntool = "end_call"'),
+        "bots/unbound_tool.toml: llm.rules[0].tool: calls tool 'end_call', which this bot "
+        "does not bind (add it under [[tools]]; bound tools: (none))",
+    ),
+    "bad_expression": (
+        bot_toml(tail='[[dispositions]]\nname = "short"\nwhen = "duration <"'),
+        "bots/bad_expression.toml: dispositions[0].when: invalid expression 'duration <': "
+        "unexpected 'end of template'",
+    ),
+    "unknown_field": (
+        bot_toml(tail='[[dispositions]]\nname = "short"\nwhen = "duraton < 5"'),
+        "bots/unknown_field.toml: dispositions[0].when: unknown name `duraton` in "
+        "'duraton < 5' (did you mean `duration`? call record fields: "
+        f"{allowed(RECORD_FIELDS)})",
+    ),
+    "bad_timezone": (
+        bot_toml(tail='[schedule]\ntimezone = "Mars/Olympus_Mons"'),
+        "bots/bad_timezone.toml: schedule.timezone: unknown time zone 'Mars/Olympus_Mons'; "
+        "use an IANA name like 'Europe/Berlin'",
+    ),
+    "twin_a": (bot_toml(top='id = "twin"'), ""),  # valid: the first file with the id wins
+    "twin_b": (
+        bot_toml(top='id = "twin"'),
+        "bots/twin_b.toml: id: bot id 'twin' is already used by bots/twin_a.toml "
+        "(give one of them a different `id` or file name)",
+    ),
+    "good": (bot_toml(tail='[[tools]]\nuse = "end_call"'), ""),
+}
+BROKEN_TOML = 'description = "fine"\nprompt = { system = "unterminated\n'
+PROBLEM_CASES = sorted(name for name, (_, line) in CASES.items() if line)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("validate").resolve()
+    bots, prompts = root / "bots", root / "prompts"
+    bots.mkdir()
+    (prompts / "broken").mkdir(parents=True)
+    (prompts / "partial").mkdir()
+    (prompts / "broken" / "system.j2").write_text("You are a test bot.\n{% if %}yes{% endif %}\n")
+    (prompts / "partial" / "system.j2").write_text(
+        'You are a test bot.\n{% include "partial/missing.j2" %}\n'
+    )
+    for name, (source, _) in CASES.items():
+        (bots / f"{name}.toml").write_text(source)
+    (bots / "broken_toml.toml").write_text(BROKEN_TOML)
+    return root
+
+
+@pytest.fixture(scope="module")
+def validate_run(project: Path) -> Run:
+    return dialplan("validate", "bots", cwd=project)
+
+
+def expected_line(project: Path, name: str) -> str:
+    return CASES[name][1].replace("{prompts}", str(project / "prompts"))
+
+
+@pytest.mark.parametrize("name", PROBLEM_CASES)
+def test_problem_line(validate_run: Run, project: Path, name: str) -> None:
+    assert expected_line(project, name) in validate_run.lines
+
+
+def test_missing_include_names_the_including_template(validate_run: Run, project: Path) -> None:
+    [line] = [line for line in validate_run.lines if "partial/missing.j2" in line]
+    assert line.startswith(f"{project}/prompts/partial/system.j2")
+    assert "included from 'partial/system.j2'" in line
+
+
+def test_broken_toml_has_line_and_column(validate_run: Run) -> None:
+    [line] = [line for line in validate_run.lines if line.startswith("bots/broken_toml.toml")]
+    assert line.startswith("bots/broken_toml.toml:2:34: TOML syntax error: ")
+    assert line.endswith("(see https://toml.io for the syntax)")
+
+
+def test_one_line_per_problem_and_exit_status_1(validate_run: Run, project: Path) -> None:
+    assert validate_run.returncode == 1
+    expected = sorted(
+        [expected_line(project, name) for name in PROBLEM_CASES]
+        + [line for line in validate_run.lines if line.startswith("bots/broken_toml.toml:")]
+    )
+    assert sorted(validate_run.lines) == expected
+    assert len(expected) == len(PROBLEM_CASES) + 1
+    problems = len(PROBLEM_CASES) + 1
+    assert validate_run.stderr.strip() == (
+        f"{problems} problem(s) in {problems} file(s); 2 bot(s) valid"
+    )
+
+
+def test_bad_provider_option_of_litellm(tmp_path: Path) -> None:
+    litellm_plugin = pytest.importorskip("plugins.llm.litellm")
+    (tmp_path / "bots").mkdir()
+    (tmp_path / "bots" / "cloud.toml").write_text(
+        bot_toml().replace(
+            'provider = "rules"',
+            'provider = "litellm"\nmodel = "openai/gpt-4o-mini"\ntemprature = 0.2',
+        )
+    )
+    run = dialplan("validate", "bots", cwd=tmp_path)
+    keys = allowed(litellm_plugin.LiteLLMOptions.model_fields)
+    assert run.lines == [
+        "bots/cloud.toml: llm.temprature: unknown key "
+        f"(did you mean `temperature`? allowed keys: {keys})"
+    ]
+    assert run.returncode == 1
+
+
+def test_shipped_bots_are_valid() -> None:
+    run = dialplan("validate", "bots/", cwd=REPO)
+    assert run.returncode == 0, run.stdout + run.stderr
+    shipped = sorted(path.stem for path in (REPO / "bots").glob("*.toml"))
+    pattern = re.compile(r"^ok  ([a-z0-9_-]+)  version [0-9a-f]{12}  \(bots/\1\.toml\)$")
+    matches = [pattern.match(line) for line in run.lines]
+    assert all(matches), run.lines
+    assert sorted(m.group(1) for m in matches if m) == shipped
+    assert run.stderr == ""
+
+
+def test_missing_path_is_a_usage_error(tmp_path: Path) -> None:
+    run = dialplan("validate", "nowhere", cwd=tmp_path)
+    assert run.returncode == 2
+    assert run.stderr.strip() == "dialplan: nowhere: no such file or directory"
+
+
+PROBE = """
+import contextlib, io, json, sys
+import runtime.cli
+
+report = {}
+for argv in (["validate", "bots/"], ["plugins"], ["schema"],
+             ["render", "receptionist", "--var", "caller_name=Ann"]):
+    with contextlib.redirect_stdout(io.StringIO()):
+        status = runtime.cli.main(argv)
+    report[argv[0]] = {
+        "status": status,
+        "livekit": any(m == "livekit" or m.startswith("livekit.") for m in sys.modules),
+        "litellm": any(m == "litellm" or m.startswith("litellm.") for m in sys.modules),
+    }
+print(json.dumps(report))
+"""
+
+
+def test_validate_and_friends_never_import_livekit_or_litellm() -> None:
+    run = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    clean = {"status": 0, "livekit": False, "litellm": False}
+    assert report == {"validate": clean, "plugins": clean, "schema": clean, "render": clean}
