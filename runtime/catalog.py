@@ -69,9 +69,11 @@ def load_catalog(
     registry: Registry,
     *,
     prompts_dir: Path | None = None,
+    eager: bool = False,
 ) -> CatalogSnapshot:
     """Compile every bot under ``paths``. Bots with problems are left out of the snapshot
-    and their problems are listed in it; the others still load."""
+    and their problems are listed in it; the others still load. ``eager`` generates every
+    template's code now instead of on first use (see `BotCompiler`)."""
     path_list = [paths] if isinstance(paths, Path) else list(paths)
     files = bot_files(path_list)
     bots_dir = (
@@ -85,7 +87,7 @@ def load_catalog(
         prompts_dir if prompts_dir and prompts_dir.is_dir() else None,
         prepare=lambda env: registry.hook.prepare_jinja_environment(env=env),
     )
-    compiler = BotCompiler(registry, prompts)
+    compiler = BotCompiler(registry, prompts, eager=eager)
     bots: dict[str, CompiledBot] = {}
     problems: list[Problem] = []
     for path in files:

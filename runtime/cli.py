@@ -126,7 +126,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             raise UsageError(f"{path}: no such file or directory")
     if not bot_files(paths):
         raise UsageError(f"no bot files (*.toml) under {', '.join(map(str, paths))}")
-    snapshot = load_catalog(paths, registry, prompts_dir=args.prompts)
+    snapshot = load_catalog(paths, registry, prompts_dir=args.prompts, eager=True)
     for problem in snapshot.problems:
         print(problem)
     if snapshot.problems:

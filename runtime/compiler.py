@@ -7,6 +7,7 @@ what is wrong and how to fix it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import sys
@@ -20,7 +21,7 @@ from typing import Any
 import jinja2
 from pydantic import BaseModel, ValidationError
 
-from runtime.errors import Problem, UnknownName, suggest
+from runtime.errors import CallSetupError, Problem, UnknownName, suggest
 from runtime.record import RECORD_FIELDS
 from runtime.registry import PROVIDER_KINDS, Registry
 from runtime.schema import Bot, ToolBinding
@@ -52,7 +53,7 @@ class CompiledBot:
     path: Path
     bot: Bot
     version: str
-    static_prompt: str
+    system: PromptTemplate
     context: PromptTemplate
     greeting: PromptTemplate
     provider_options: Mapping[str, BaseModel]
@@ -64,13 +65,26 @@ class CompiledBot:
     def bot_info(self) -> dict[str, Any]:
         return {"id": self.id, "description": self.bot.description, "language": self.bot.language}
 
+    @functools.cached_property
+    def static_prompt(self) -> str:
+        """The static system prompt, rendered once per bot version on first use."""
+        try:
+            return render_static(self.system, self.bot_info())
+        except jinja2.TemplateError as exc:
+            raise CallSetupError(f"{self.path}: prompt.system: cannot render: {exc}") from None
+
 
 class BotCompiler:
     """Compiles bot files against one registry and one prompts/ environment."""
 
-    def __init__(self, registry: Registry, prompts: PromptEnvironment) -> None:
+    def __init__(
+        self, registry: Registry, prompts: PromptEnvironment, *, eager: bool = False
+    ) -> None:
+        """``eager`` also renders the static prompt and generates every template's code now
+        (what `dialplan validate` wants); otherwise that happens on a bot's first call."""
         self.registry = registry
         self.prompts = prompts
+        self.eager = eager
 
     def compile_file(self, path: Path) -> CompiledBot | list[Problem]:
         try:
@@ -100,6 +114,7 @@ class _BotCheck:
     def __init__(self, compiler: BotCompiler, path: Path, raw: bytes, bot: Bot) -> None:
         self.registry = compiler.registry
         self.prompts = compiler.prompts
+        self.eager = compiler.eager
         self.path = path
         self.raw = raw
         self.bot = bot
@@ -130,7 +145,8 @@ class _BotCheck:
         if bot.qc:
             self.template("qc.prompt", bot.qc.prompt, allowed=record_names)
         dispositions = self.check_dispositions()
-        static_prompt = self.render_static(system)
+        if self.eager and not self.problems:
+            self.compile_now(system)
         if self.problems:
             return self.problems
         assert system and context and greeting
@@ -140,7 +156,7 @@ class _BotCheck:
             path=self.path,
             bot=bot,
             version=self.version(dependencies),
-            static_prompt=static_prompt,
+            system=system,
             context=context,
             greeting=greeting,
             provider_options=provider_options,
@@ -240,20 +256,20 @@ class _BotCheck:
         self.templates[key] = template
         return template
 
-    def render_static(self, system: PromptTemplate | None) -> str:
-        if system is None or self.problems:
-            return ""
+    def compile_now(self, system: PromptTemplate | None) -> None:
         assert self.bot.id is not None
         info = {
             "id": self.bot.id,
             "description": self.bot.description,
             "language": self.bot.language,
         }
-        try:
-            return system.render({"bot": info}).strip()
-        except jinja2.TemplateError as exc:
-            self.problem("prompt.system", f"cannot render: {exc}")
-            return ""
+        for key, template in self.templates.items():
+            try:
+                template.compile()
+                if key == "prompt.system":
+                    render_static(template, info)
+            except jinja2.TemplateError as exc:
+                self.problem(key, f"cannot compile: {exc}")
 
     def check_dispositions(self) -> tuple[tuple[str, Any], ...]:
         compiled: list[tuple[str, Any]] = []
@@ -261,14 +277,11 @@ class _BotCheck:
         for index, rule in enumerate(self.bot.dispositions):
             key = f"dispositions[{index}].when"
             try:
-                expression = self.prompts.compile_expression(rule.when)
-                ast = self.prompts.env.parse("{{ " + rule.when + " }}")
+                expression, names = self.prompts.expression(rule.when)
             except jinja2.TemplateSyntaxError as exc:
                 self.problem(key, f"invalid expression {rule.when!r}: {exc.message}")
                 continue
-            from jinja2 import meta
-
-            for name in sorted(meta.find_undeclared_variables(ast) - known):
+            for name in sorted(names - known):
                 self.problem(
                     key,
                     f"unknown name `{name}` in {rule.when!r}",
@@ -283,6 +296,10 @@ class _BotCheck:
             digest.update(str(path.name).encode())
             digest.update(self.prompts.file_digests.get(path, "").encode())
         return digest.hexdigest()[:12]
+
+
+def render_static(system: PromptTemplate, bot_info: dict[str, Any]) -> str:
+    return system.render({"bot": bot_info}).strip()
 
 
 def validate_provider_options(

@@ -3,6 +3,10 @@
 Per-call variables are passed to templates as data. Jinja never evaluates data, so a
 variable holding ``{{ 7*7 }}`` renders literally, and the sandbox refuses attribute tricks
 like ``''.__class__`` inside templates themselves.
+
+Loading a catalog only *checks* templates (syntax, variables read, files included); the
+Python code for a template is generated on its first render, once per bot version. That
+keeps a 1,000-bot catalog load cheap, because code generation is most of Jinja's cost.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +22,18 @@ import jinja2
 from jinja2 import meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
+from runtime.errors import suggest
+
 # A value like "dental/system.j2" is a file under prompts/; anything else is inline text.
 _FILE_REFERENCE = re.compile(r"^[\w][\w./-]*\.(j2|jinja|jinja2|txt|md)$")
 _JINJA_MARKERS = ("{{", "{%", "{#")
+# `{{ name }}`, `{{ a.b }}`, `{{ name | upper }}`: valid Jinja whenever the filters exist,
+# so such templates need no parse to be checked.
+_SIMPLE_SUBSTITUTION = re.compile(
+    r"\{\{-?\s*([A-Za-z_]\w*)(?:\.[A-Za-z_]\w*)*((?:\s*\|\s*[A-Za-z_]\w*)*)\s*-?\}\}"
+)
+# names Jinja itself defines inside templates
+_TEMPLATE_NAMES = frozenset({"loop", "caller", "varargs", "kwargs", "self", "super"})
 
 
 @dataclass(frozen=True)
@@ -33,24 +46,51 @@ class TemplateFailure(Exception):
     fix: str = ""
 
 
-@dataclass(frozen=True)
 class PromptTemplate:
-    """A compiled template plus everything needed to version and re-check it."""
+    """A checked template: its source, the files it depends on and the variables it reads.
+    Compiled on first render, then reused by every call of the bot version."""
 
-    source: str
-    file: Path | None
-    compiled: jinja2.Template | None  # None: plain text, nothing to render
-    dependencies: tuple[Path, ...] = ()  # this file and every file it includes/extends
-    names: frozenset[str] = field(default_factory=frozenset)  # variables it reads
+    __slots__ = ("_compiled", "_env", "dependencies", "file", "name", "names", "source")
 
-    def render(self, context: Mapping[str, Any]) -> str:
-        if self.compiled is None:
-            return self.source
-        return self.compiled.render(context)
+    def __init__(
+        self,
+        source: str,
+        *,
+        env: SandboxedEnvironment | None = None,
+        file: Path | None = None,
+        name: str | None = None,
+        dependencies: tuple[Path, ...] = (),
+        names: frozenset[str] = frozenset(),
+    ) -> None:
+        self.source = source
+        self.file = file
+        self.name = name  # the prompts/ name of a file template
+        self.dependencies = dependencies  # this file and every file it includes/extends
+        self.names = names  # variables it reads
+        self._env = env  # None: plain text, nothing to render
+        self._compiled: jinja2.Template | None = None
+
+    @property
+    def is_plain(self) -> bool:
+        return self._env is None
 
     @property
     def is_file(self) -> bool:
         return self.file is not None
+
+    def compile(self) -> jinja2.Template | None:
+        if self._compiled is None and self._env is not None:
+            if self.name is not None:
+                self._compiled = self._env.get_template(self.name)
+            else:
+                self._compiled = self._env.from_string(self.source)
+        return self._compiled
+
+    def render(self, context: Mapping[str, Any]) -> str:
+        compiled = self.compile()
+        if compiled is None:
+            return self.source
+        return compiled.render(context)
 
 
 def is_file_reference(value: str) -> bool:
@@ -76,34 +116,69 @@ class PromptEnvironment:
             trim_blocks=True,
             lstrip_blocks=True,
             auto_reload=False,
+            cache_size=-1,  # compiled file templates live as long as this catalog build
         )
         if prepare is not None:
             prepare(self.env)
-        self._file_cache: dict[str, PromptTemplate] = {}
         self.file_digests: dict[Path, str] = {}  # every file read, for bot versions
+        self._file_cache: dict[str, PromptTemplate] = {}
+        self._inline_cache: dict[str, PromptTemplate] = {}
+        self._expression_cache: dict[str, tuple[Any, frozenset[str]]] = {}
         self._loading: list[str] = []  # the include chain being compiled, to catch cycles
 
     def load(self, value: str) -> PromptTemplate:
-        """Compile a template given as a prompts/ file reference or as inline text."""
+        """Check a template given as a prompts/ file reference or as inline text."""
         if is_file_reference(value):
             return self._load_file(value.strip())
         return self.load_inline(value)
 
-    def compile_expression(self, expression: str) -> Any:
-        return self.env.compile_expression(expression, undefined_to_none=False)
+    def expression(self, text: str) -> tuple[Any, frozenset[str]]:
+        """A compiled Jinja expression and the names it reads; identical expressions
+        across bots compile once."""
+        cached = self._expression_cache.get(text)
+        if cached is None:
+            compiled = self.env.compile_expression(text, undefined_to_none=False)
+            tree = self.env.parse("{{ " + text + " }}")
+            cached = (compiled, frozenset(meta.find_undeclared_variables(tree)))
+            self._expression_cache[text] = cached
+        return cached
 
     def load_inline(self, text: str) -> PromptTemplate:
+        cached = self._inline_cache.get(text)
+        if cached is None:
+            cached = self._check_inline(text)
+            self._inline_cache[text] = cached
+        return cached
+
+    def _check_inline(self, text: str) -> PromptTemplate:
         if not any(marker in text for marker in _JINJA_MARKERS):
-            return PromptTemplate(source=text, file=None, compiled=None)
+            return PromptTemplate(text)
+        simple = self._simple_names(text)
+        if simple is not None:
+            return PromptTemplate(text, env=self.env, names=simple)
         try:
             tree = self.env.parse(text)
-            compiled = self.env.from_string(tree)
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateFailure(
                 f"template syntax error: {exc.message}", line=exc.lineno
             ) from None
         dependencies, names = self._closure(tree)
-        return PromptTemplate(text, None, compiled, tuple(dependencies), frozenset(names))
+        return PromptTemplate(
+            text, env=self.env, dependencies=tuple(dependencies), names=frozenset(names)
+        )
+
+    def _simple_names(self, text: str) -> frozenset[str] | None:
+        """The names a template of plain substitutions reads, or None if it is more."""
+        names: set[str] = set()
+        for match in _SIMPLE_SUBSTITUTION.finditer(text):
+            filters = [f.strip() for f in match.group(2).split("|")[1:]]
+            if any(f not in self.env.filters for f in filters):
+                return None  # let the parser report the unknown filter
+            names.add(match.group(1))
+        rest = _SIMPLE_SUBSTITUTION.sub("", text)
+        if any(marker in rest for marker in _JINJA_MARKERS):
+            return None
+        return frozenset(names)
 
     def _load_file(self, name: str) -> PromptTemplate:
         cached = self._file_cache.get(name)
@@ -118,11 +193,13 @@ class PromptEnvironment:
             raise TemplateFailure(f"templates include each other in a cycle: {chain}")
         self._loading.append(name)
         try:
-            return self._compile_file(name)
+            template = self._check_file(name)
         finally:
             self._loading.pop()
+        self._file_cache[name] = template
+        return template
 
-    def _compile_file(self, name: str) -> PromptTemplate:
+    def _check_file(self, name: str) -> PromptTemplate:
         assert self.prompts_dir is not None
         path = self.prompts_dir / name
         try:
@@ -135,22 +212,19 @@ class PromptEnvironment:
         self.file_digests[path] = hashlib.sha256(source.encode()).hexdigest()
         try:
             tree = self.env.parse(source, name=name, filename=str(path))
-            compiled = self.env.get_template(name)
         except jinja2.TemplateSyntaxError as exc:
-            where = Path(exc.filename) if exc.filename else path
             raise TemplateFailure(
-                f"template syntax error: {exc.message}", file=where, line=exc.lineno
-            ) from None
-        except jinja2.TemplateNotFound as exc:
-            raise TemplateFailure(
-                f"template {exc.name!r} (included from {name!r}) not found",
-                file=path,
-                fix=f"create {self.prompts_dir / str(exc.name)}",
+                f"template syntax error: {exc.message}", file=path, line=exc.lineno
             ) from None
         dependencies, names = self._closure(tree, seen={name}, including=(name, path))
-        template = PromptTemplate(source, path, compiled, (path, *dependencies), frozenset(names))
-        self._file_cache[name] = template
-        return template
+        return PromptTemplate(
+            source,
+            env=self.env,
+            file=path,
+            name=name,
+            dependencies=(path, *dependencies),
+            names=frozenset(names),
+        )
 
     def _closure(
         self,
@@ -160,7 +234,8 @@ class PromptEnvironment:
     ) -> tuple[list[Path], set[str]]:
         """Files this template includes (transitively) and the variables all of them read."""
         seen = set() if seen is None else seen
-        names = set(meta.find_undeclared_variables(tree))
+        self._check_filters_and_tests(tree, including[1] if including else None)
+        names = names_read(tree)
         files: list[Path] = []
         for referenced in meta.find_referenced_templates(tree):
             if referenced is None or referenced in seen:
@@ -183,6 +258,42 @@ class PromptEnvironment:
                     files.append(dep)
             names |= included.names
         return files, names
+
+
+    def _check_filters_and_tests(self, tree: nodes.Template, file: Path | None) -> None:
+        """Jinja only finds an unknown filter when it generates code; find it now."""
+        for node in tree.find_all((nodes.Filter, nodes.Test)):
+            known = self.env.filters if isinstance(node, nodes.Filter) else self.env.tests
+            if node.name not in known:
+                kind = "filter" if isinstance(node, nodes.Filter) else "test"
+                raise TemplateFailure(
+                    f"no {kind} named {node.name!r}",
+                    file=file,
+                    line=node.lineno,
+                    fix=suggest(node.name, sorted(known), what=f"available {kind}s"),
+                )
+
+
+def names_read(tree: nodes.Template) -> set[str]:
+    """Variables a template reads from its context: names loaded and never assigned.
+
+    A syntax-tree walk; cheaper than ``meta.find_undeclared_variables``, which generates
+    the template's code to find out.
+    """
+    loaded: set[str] = set()
+    assigned: set[str] = set()
+    for node in tree.find_all(nodes.Name):
+        (loaded if node.ctx == "load" else assigned).add(node.name)
+    for macro in tree.find_all(nodes.Macro):
+        assigned.add(macro.name)
+        assigned.update(arg.name for arg in macro.args)
+    for imported in tree.find_all(nodes.Import):
+        assigned.add(imported.target)
+    for from_import in tree.find_all(nodes.FromImport):
+        assigned.update(n if isinstance(n, str) else n[1] for n in from_import.names)
+    for call_block in tree.find_all(nodes.CallBlock):
+        assigned.update(arg.name for arg in call_block.args)
+    return loaded - assigned - _TEMPLATE_NAMES
 
 
 def _include_line(tree: nodes.Template, name: str) -> int | None:

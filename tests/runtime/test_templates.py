@@ -36,7 +36,7 @@ def test_include_chain_is_tracked(prompts: Path) -> None:
 
 def test_plain_text_needs_no_compilation() -> None:
     template = PromptEnvironment(None).load("No markup here.")
-    assert template.compiled is None
+    assert template.is_plain and template.compile() is None
     assert template.render({}) == "No markup here."
 
 
@@ -90,4 +90,30 @@ def test_plugin_filters_are_available(tmp_path: Path) -> None:
 
 def test_each_file_compiles_once_per_environment(prompts: Path) -> None:
     env = PromptEnvironment(prompts)
-    assert env.load("main.j2") is env.load("main.j2")
+    template = env.load("main.j2")
+    assert env.load("main.j2") is template
+    assert template.compile() is template.compile()
+
+
+def test_identical_inline_templates_are_checked_once() -> None:
+    env = PromptEnvironment(None)
+    assert env.load("Hi {{ name }}") is env.load("Hi {{ name }}")
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("Hi {{ name }} from {{ clinic.name | upper }}", {"name", "clinic"}),
+        ("{% for item in items %}{{ item }}{{ loop.index }}{% endfor %}", {"items"}),
+        ("{% set greeting = 'hi' %}{{ greeting }} {{ who }}", {"who"}),
+        ("{% macro m(x) %}{{ x }}{{ y }}{% endmacro %}{{ m(1) }}", {"y"}),
+        ("{{ name | no_such_filter }}", None),
+    ],
+)
+def test_names_read(text: str, names: set[str] | None) -> None:
+    env = PromptEnvironment(None)
+    if names is None:
+        with pytest.raises(TemplateFailure, match="no_such_filter"):
+            env.load(text)
+    else:
+        assert env.load(text).names == names
