@@ -21,6 +21,7 @@ from runtime.hookspecs import hookimpl
 from runtime.record import CallEvent, CallRecord, DisconnectedBy, TranscriptEntry
 from runtime.registry import NoOptions, RegisterProvider, RegisterTool
 from runtime.secrets import SecretRef
+from runtime.snippets import check_snippet, render_snippet
 from runtime.tools import ToolDefinition, ToolFailure
 
 __all__ = [
@@ -47,5 +48,7 @@ __all__ = [
     "ToolFailure",
     "TranscriptEntry",
     "UnknownName",
+    "check_snippet",
     "hookimpl",
+    "render_snippet",
 ]

@@ -6,7 +6,6 @@ metadata: ``{"bot": ..., "variables": {...}, "overrides": {...}}``.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import time
 import uuid
@@ -18,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from runtime.record import CallEvent, CallRecord, DisconnectedBy, TranscriptEntry
 
 if TYPE_CHECKING:
+    import asyncio
+
     from runtime.compiler import CompiledBot
 
 JSONScalar = str | int | float | bool | None
@@ -153,6 +154,8 @@ class CallContext:
         self.ended_event().set()
 
     def ended_event(self) -> asyncio.Event:
+        import asyncio  # here, so loading and validating bots never imports asyncio
+
         if self._ended is None:
             self._ended = asyncio.Event()
         return self._ended

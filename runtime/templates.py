@@ -259,7 +259,6 @@ class PromptEnvironment:
             names |= included.names
         return files, names
 
-
     def _check_filters_and_tests(self, tree: nodes.Template, file: Path | None) -> None:
         """Jinja only finds an unknown filter when it generates code; find it now."""
         for node in tree.find_all((nodes.Filter, nodes.Test)):

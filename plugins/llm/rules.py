@@ -21,21 +21,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import jinja2
-from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from runtime import CallContext, RegisterProvider, hookimpl
-
-_ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+from runtime import CallContext, RegisterProvider, check_snippet, hookimpl, render_snippet
 
 
 def _check_template(value: str) -> str:
-    try:
-        _ENV.parse(value)
-    except jinja2.TemplateSyntaxError as exc:
-        raise ValueError(f"template syntax error: {exc.message} (line {exc.lineno})") from None
-    return value
+    return check_snippet(value)
 
 
 class Rule(BaseModel):
@@ -139,7 +131,7 @@ class RulesEngine:
         return RuleReply(text=self._render(rule.reply, {"result": result}))
 
     def _render(self, template: str, extra: dict[str, Any]) -> str:
-        return _ENV.from_string(template).render({**self.variables, **extra}).strip()
+        return render_snippet(template, {**self.variables, **extra})
 
 
 def create_llm(options: RulesOptions, call: CallContext) -> Any:

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import jinja2
-from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from runtime import CallContext, DisconnectedBy, RegisterTool, ToolDefinition, hookimpl
-
-_ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+from runtime import (
+    CallContext,
+    DisconnectedBy,
+    RegisterTool,
+    ToolDefinition,
+    check_snippet,
+    hookimpl,
+    render_snippet,
+)
 
 
 class EndCallOptions(BaseModel):
@@ -29,16 +33,12 @@ class EndCallOptions(BaseModel):
     @field_validator("goodbye")
     @classmethod
     def _valid_template(cls, value: str) -> str:
-        try:
-            _ENV.parse(value)
-        except jinja2.TemplateSyntaxError as exc:
-            raise ValueError(f"template syntax error: {exc.message}") from None
-        return value
+        return check_snippet(value)
 
 
 def create_tool(options: EndCallOptions, call: CallContext) -> ToolDefinition:
     async def end_call(arguments: dict[str, Any], call: CallContext) -> str:
-        goodbye = _ENV.from_string(options.goodbye).render(call.variables).strip() or None
+        goodbye = render_snippet(options.goodbye, call.variables) or None
         reason = str(arguments.get("reason") or "end_call tool")
         call.request_end(DisconnectedBy.BOT, cause=reason, goodbye=goodbye)
         return "the call is ending"

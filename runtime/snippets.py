@@ -1,0 +1,40 @@
+"""Small templates inside provider and tool options (a rules reply, a goodbye line).
+
+Plugins use these instead of a Jinja environment of their own: one sandboxed, strict
+environment, and each distinct text is checked and compiled once per process, so a
+thousand bots sharing a reply pay for it once and a call never recompiles per turn.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+
+_ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+_MARKERS = ("{{", "{%", "{#")
+
+
+@functools.lru_cache(maxsize=8192)
+def check_snippet(text: str) -> str:
+    """Return ``text`` if it is a valid template, else raise ValueError (for validators)."""
+    if any(marker in text for marker in _MARKERS):
+        try:
+            _ENV.parse(text)
+        except jinja2.TemplateSyntaxError as exc:
+            raise ValueError(f"template syntax error: {exc.message} (line {exc.lineno})") from None
+    return text
+
+
+@functools.lru_cache(maxsize=8192)
+def _compiled(text: str) -> jinja2.Template:
+    return _ENV.from_string(text)
+
+
+def render_snippet(text: str, context: Mapping[str, Any]) -> str:
+    if not any(marker in text for marker in _MARKERS):
+        return text.strip()
+    return _compiled(text).render(context).strip()
