@@ -234,10 +234,11 @@ class PromptEnvironment:
     ) -> tuple[list[Path], set[str]]:
         """Files this template includes (transitively) and the variables all of them read."""
         seen = set() if seen is None else seen
-        self._check_filters_and_tests(tree, including[1] if including else None)
-        names = names_read(tree)
+        facts = analyze(tree)
+        self._check_filters_and_tests(facts, including[1] if including else None)
+        names = set(facts.names)
         files: list[Path] = []
-        for referenced in meta.find_referenced_templates(tree):
+        for referenced, line in facts.references:
             if referenced is None or referenced in seen:
                 continue  # a dynamic include cannot be tracked ahead of time
             seen.add(referenced)
@@ -250,7 +251,7 @@ class PromptEnvironment:
                 raise TemplateFailure(
                     f"{failure.message} (included from {including[0]!r})",
                     file=including[1],
-                    line=_include_line(tree, referenced),
+                    line=line,
                     fix=failure.fix,
                 ) from None
             for dep in included.dependencies:
@@ -259,45 +260,73 @@ class PromptEnvironment:
             names |= included.names
         return files, names
 
-    def _check_filters_and_tests(self, tree: nodes.Template, file: Path | None) -> None:
+    def _check_filters_and_tests(self, facts: TemplateFacts, file: Path | None) -> None:
         """Jinja only finds an unknown filter when it generates code; find it now."""
-        for node in tree.find_all((nodes.Filter, nodes.Test)):
-            known = self.env.filters if isinstance(node, nodes.Filter) else self.env.tests
-            if node.name not in known:
-                kind = "filter" if isinstance(node, nodes.Filter) else "test"
-                raise TemplateFailure(
-                    f"no {kind} named {node.name!r}",
-                    file=file,
-                    line=node.lineno,
-                    fix=suggest(node.name, sorted(known), what=f"available {kind}s"),
-                )
+        checks = (
+            ("filter", facts.filters, self.env.filters),
+            ("test", facts.tests, self.env.tests),
+        )
+        for kind, used, known in checks:
+            for name, line in used:
+                if name not in known:
+                    raise TemplateFailure(
+                        f"no {kind} named {name!r}",
+                        file=file,
+                        line=line,
+                        fix=suggest(name, sorted(known), what=f"available {kind}s"),
+                    )
+
+
+@dataclass
+class TemplateFacts:
+    """What one walk over a template's syntax tree finds."""
+
+    names: set[str]  # variables read from the context
+    filters: list[tuple[str, int]]  # (filter name, line)
+    tests: list[tuple[str, int]]
+    references: list[tuple[str | None, int]]  # (included file, or None if dynamic; line)
+
+
+def analyze(tree: nodes.Template) -> TemplateFacts:
+    """One walk over the tree: names loaded and never assigned, filters and tests used,
+    files included. Cheaper than ``meta.find_undeclared_variables`` (which generates the
+    template's code to find out) and than one ``find_all`` per question."""
+    loaded: set[str] = set()
+    assigned: set[str] = set()
+    facts = TemplateFacts(set(), [], [], [])
+    stack: list[nodes.Node] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, nodes.Name):
+            (loaded if node.ctx == "load" else assigned).add(node.name)
+        elif isinstance(node, nodes.Filter):
+            facts.filters.append((node.name, node.lineno))
+        elif isinstance(node, nodes.Test):
+            facts.tests.append((node.name, node.lineno))
+        elif isinstance(node, nodes.Macro):
+            assigned.add(node.name)
+            assigned.update(arg.name for arg in node.args)
+        elif isinstance(node, nodes.CallBlock):
+            assigned.update(arg.name for arg in node.args)
+        elif isinstance(node, nodes.Include | nodes.Extends | nodes.Import | nodes.FromImport):
+            if isinstance(node, nodes.Import):
+                assigned.add(node.target)
+            elif isinstance(node, nodes.FromImport):
+                assigned.update(n if isinstance(n, str) else n[1] for n in node.names)
+            facts.references.extend(_referenced(node.template, node.lineno))
+        stack.extend(node.iter_child_nodes())
+    facts.names = loaded - assigned - _TEMPLATE_NAMES
+    return facts
+
+
+def _referenced(target: nodes.Expr, line: int) -> list[tuple[str | None, int]]:
+    if isinstance(target, nodes.Const) and isinstance(target.value, str):
+        return [(target.value, line)]
+    if isinstance(target, nodes.List | nodes.Tuple):
+        return [item for element in target.items for item in _referenced(element, line)]
+    return [(None, line)]
 
 
 def names_read(tree: nodes.Template) -> set[str]:
-    """Variables a template reads from its context: names loaded and never assigned.
-
-    A syntax-tree walk; cheaper than ``meta.find_undeclared_variables``, which generates
-    the template's code to find out.
-    """
-    loaded: set[str] = set()
-    assigned: set[str] = set()
-    for node in tree.find_all(nodes.Name):
-        (loaded if node.ctx == "load" else assigned).add(node.name)
-    for macro in tree.find_all(nodes.Macro):
-        assigned.add(macro.name)
-        assigned.update(arg.name for arg in macro.args)
-    for imported in tree.find_all(nodes.Import):
-        assigned.add(imported.target)
-    for from_import in tree.find_all(nodes.FromImport):
-        assigned.update(n if isinstance(n, str) else n[1] for n in from_import.names)
-    for call_block in tree.find_all(nodes.CallBlock):
-        assigned.update(arg.name for arg in call_block.args)
-    return loaded - assigned - _TEMPLATE_NAMES
-
-
-def _include_line(tree: nodes.Template, name: str) -> int | None:
-    for node in tree.find_all((nodes.Include, nodes.Extends, nodes.Import, nodes.FromImport)):
-        target = getattr(node, "template", None)
-        if isinstance(target, nodes.Const) and target.value == name:
-            return node.lineno
-    return None
+    """Variables a template reads from its context."""
+    return analyze(tree).names
