@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from runtime.catalog import load_catalog
 from runtime.plugins import create_plugin_manager
 from runtime.registry import Registry, load_registry
 from runtime.resolve import plan_call
+from tests.cli_run import Run, cli_env
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -139,20 +139,8 @@ def installed(example_site: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
 # -- the CLI in subprocesses, all started at once -----------------------------------------
 
 
-@dataclass(frozen=True)
-class Run:
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def lines(self) -> list[str]:
-        return self.stdout.splitlines()
-
-
 def start(cwd: Path, *args: str, path: list[Path], disabled: str = "") -> Callable[[], Run]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIALPLAN_")}
-    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    env = cli_env()
     env["PYTHONPATH"] = os.pathsep.join(str(p) for p in path)
     if disabled:
         env["DIALPLAN_DISABLED_PLUGINS"] = disabled

@@ -7,50 +7,24 @@ the tests read the shared results.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.cli_run import Run, cli_env
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_SCRIPT = "bots/receptionist.demo.txt"
 TYPED_LINES = ["What are your opening hours?", "And where are you located?"]
 
 
-@dataclass(frozen=True)
-class Run:
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def lines(self) -> list[str]:
-        return self.stdout.splitlines()
-
-    def record(self) -> dict[str, Any]:
-        """The call record `--record -` printed after the conversation."""
-        start = self.lines.index("{")
-        record: dict[str, Any] = json.loads("\n".join(self.lines[start:]))
-        return record
-
-    def section(self, heading: str) -> str:
-        """The text under a `## heading...` line of `dialplan render`, up to the next one."""
-        found = re.search(
-            rf"^## {re.escape(heading)}[^\n]*\n\n(.*?)(?:\n\n## |\Z)", self.stdout, re.S | re.M
-        )
-        assert found, f"no section {heading!r} in:\n{self.stdout}"
-        return found.group(1).rstrip("\n")
-
-
 def start(*args: str, stdin: str | None = None) -> Callable[[], Run]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIALPLAN_")}
-    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    env = cli_env()
     process = subprocess.Popen(
         [sys.executable, "-m", "runtime.cli", *args],
         cwd=REPO,

@@ -6,40 +6,22 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import subprocess
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from runtime.record import RECORD_FIELDS
 from runtime.schema import Bot, Limits
+from tests.cli_run import Run, cli_env
 
 REPO = Path(__file__).resolve().parents[2]
 LLM_PROVIDERS = (
     "litellm, rules" if importlib.util.find_spec("plugins.llm.litellm") is not None else "rules"
 )
-
-
-@dataclass(frozen=True)
-class Run:
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def lines(self) -> list[str]:
-        return self.stdout.splitlines()
-
-
-def cli_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIALPLAN_")}
-    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
-    return env
 
 
 def dialplan(*args: str, cwd: Path) -> Run:
