@@ -40,6 +40,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench_stats import percentile
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -50,12 +52,6 @@ BOT = "receptionist"
 VARIABLES: dict[str, Any] = {"caller_name": "Alex", "clinic_hours": "Mon-Sat, 8 am to 6 pm"}
 TARGET_RELATIVE = 10.0  # percent
 TARGET_ABSOLUTE_MS = 5.0
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def summary(values: list[float]) -> dict[str, float]:
