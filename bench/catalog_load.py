@@ -62,7 +62,7 @@ You answer questions about opening hours, prices and location, and you take appo
 requests. You speak {{{{ bot.language }}}}.
 {{% include "shared/voice_style.j2" %}}
 {{% include "shared/safety.j2" %}}
-{{% if bot.id.endswith("7") %}}Mention the loyalty programme when it fits.{{% endif %}}
+{{% if bot.id.endswith("{suffix}") %}}Mention the loyalty programme when it fits.{{% endif %}}
 {{% include "shared/closing.j2" %}}
 """
 
@@ -77,7 +77,7 @@ context = """
 Business: {{{{ business_name }}}}, {{{{ business_address }}}} (branch {n}).
 Opening hours: {{{{ business_hours }}}}.
 Services: {{{{ services | join(", ") }}}}.
-{{% if caller_name != "there" %}}The caller's name is {{{{ caller_name }}}}.{{% endif %}}
+{{% if caller_name != "{stranger}" %}}The caller's name is {{{{ caller_name }}}}.{{% endif %}}
 {{% if call.caller %}}Caller number: {{{{ call.caller }}}}.{{% endif %}}
 """
 greeting = "Hi {{{{ caller_name }}}}, thanks for calling {{{{ business_name }}}}, branch {n}."
@@ -155,8 +155,12 @@ KINDS = ("dental clinic", "hair salon", "car workshop", "vet practice", "physio 
 TIMEZONES = ("America/New_York", "Europe/Berlin", "Asia/Kolkata", "UTC", "America/Chicago")
 
 
-def generate(root: Path, count: int) -> Path:
-    """Write ``count`` bots and their prompts under ``root``; return the bots directory."""
+def generate(root: Path, count: int, *, distinct_shapes: bool = False) -> Path:
+    """Write ``count`` bots and their prompts under ``root``; return the bots directory.
+
+    Like a real fleet, the bots are clones that differ in their literal text, so templates
+    share their token shapes. ``distinct_shapes`` gives every bot's templates a shape of
+    their own (a constant inside a tag differs): the worst case for the loader."""
     bots_dir = root / "bots"
     prompts_dir = root / "prompts"
     bots_dir.mkdir(parents=True)
@@ -169,13 +173,15 @@ def generate(root: Path, count: int) -> Path:
         kind = KINDS[n % len(KINDS)]
         system = prompts_dir / bot_id / "system.j2"
         system.parent.mkdir(parents=True)
-        system.write_text(SYSTEM_TEMPLATE.format(kind=kind, n=n), encoding="utf-8")
+        suffix = str(n) if distinct_shapes else "7"
+        system.write_text(SYSTEM_TEMPLATE.format(kind=kind, n=n, suffix=suffix), encoding="utf-8")
         (bots_dir / f"{bot_id}.toml").write_text(
             BOT_TEMPLATE.format(
                 n=n,
                 bot_id=bot_id,
                 kind_title=kind.title(),
                 timezone=TIMEZONES[n % len(TIMEZONES)],
+                stranger=f"there{n}" if distinct_shapes else "there",
             ),
             encoding="utf-8",
         )
@@ -183,16 +189,12 @@ def generate(root: Path, count: int) -> Path:
 
 
 def toml_and_schema_ms(bots_dir: Path) -> float:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
-
+    from runtime import toml_parser
     from runtime.schema import Bot
 
     started = time.perf_counter()
     for path in sorted(bots_dir.glob("*.toml")):
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = toml_parser.loads(path.read_text(encoding="utf-8"))
         data.setdefault("id", path.stem)
         Bot.model_validate(data)
     return (time.perf_counter() - started) * 1000
@@ -202,6 +204,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bots", type=int, default=1000)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument(
+        "--distinct-shapes",
+        action="store_true",
+        help="no two bots share a template shape (worst case; see generate())",
+    )
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -221,7 +228,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="dialplan-bench-") as tmp:
         started = time.perf_counter()
-        bots_dir = generate(Path(tmp), args.bots)
+        bots_dir = generate(Path(tmp), args.bots, distinct_shapes=args.distinct_shapes)
         generate_ms = (time.perf_counter() - started) * 1000
         bot_bytes = sum(p.stat().st_size for p in bots_dir.glob("*.toml"))
 
@@ -251,6 +258,7 @@ def main() -> None:
             {
                 "benchmark": "catalog_load",
                 "bots_generated": args.bots,
+                "distinct_template_shapes": args.distinct_shapes,
                 "bots_loaded": loaded,
                 "problems": max(problems, len(first_problems)),
                 "problem_sample": first_problems[:3],

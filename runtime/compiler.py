@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-import sys
 import types
 import typing
 from collections.abc import Mapping
@@ -21,16 +20,12 @@ from typing import Any
 import jinja2
 from pydantic import BaseModel, ValidationError
 
+from runtime import toml_parser
 from runtime.errors import CallSetupError, Problem, UnknownName, suggest
 from runtime.record import RECORD_FIELDS
 from runtime.registry import PROVIDER_KINDS, Registry
 from runtime.schema import Bot, ToolBinding
 from runtime.templates import PromptEnvironment, PromptTemplate, TemplateFailure
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 # names every per-call template may use besides the bot's variables
@@ -95,10 +90,10 @@ class BotCompiler:
 
     def compile_source(self, path: Path, raw: bytes) -> CompiledBot | list[Problem]:
         try:
-            data = tomllib.loads(raw.decode("utf-8"))
+            data = toml_parser.loads(raw.decode("utf-8"))
         except UnicodeDecodeError:
             return [Problem(path, "the file is not UTF-8 text")]
-        except tomllib.TOMLDecodeError as exc:
+        except toml_parser.TOMLDecodeError as exc:
             return [_toml_problem(path, exc)]
         data.setdefault("id", path.stem)
         try:
@@ -333,7 +328,7 @@ def validate_provider_options(
         return None
 
 
-def _toml_problem(path: Path, exc: tomllib.TOMLDecodeError) -> Problem:
+def _toml_problem(path: Path, exc: toml_parser.TOMLDecodeError) -> Problem:
     message = str(exc)
     match = _TOML_POSITION.search(message)
     line = column = None

@@ -20,6 +20,8 @@ from typing import Any
 
 import jinja2
 from jinja2 import meta, nodes
+from jinja2.lexer import TokenStream
+from jinja2.parser import Parser
 from jinja2.sandbox import SandboxedEnvironment
 
 from runtime.errors import suggest
@@ -124,6 +126,8 @@ class PromptEnvironment:
         self._file_cache: dict[str, PromptTemplate] = {}
         self._inline_cache: dict[str, PromptTemplate] = {}
         self._expression_cache: dict[str, tuple[Any, frozenset[str]]] = {}
+        # facts (or the syntax error) per token shape: see `_facts`
+        self._shape_cache: dict[tuple[Any, ...], TemplateFacts | jinja2.TemplateSyntaxError] = {}
         self._loading: list[str] = []  # the include chain being compiled, to catch cycles
 
     def load(self, value: str) -> PromptTemplate:
@@ -157,12 +161,12 @@ class PromptEnvironment:
         if simple is not None:
             return PromptTemplate(text, env=self.env, names=simple)
         try:
-            tree = self.env.parse(text)
+            facts = self._facts(text)
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateFailure(
                 f"template syntax error: {exc.message}", line=exc.lineno
             ) from None
-        dependencies, names = self._closure(tree)
+        dependencies, names = self._closure(facts)
         return PromptTemplate(
             text, env=self.env, dependencies=tuple(dependencies), names=frozenset(names)
         )
@@ -211,12 +215,12 @@ class PromptEnvironment:
             ) from None
         self.file_digests[path] = hashlib.sha256(source.encode()).hexdigest()
         try:
-            tree = self.env.parse(source, name=name, filename=str(path))
+            facts = self._facts(source, name=name, filename=str(path))
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateFailure(
                 f"template syntax error: {exc.message}", file=path, line=exc.lineno
             ) from None
-        dependencies, names = self._closure(tree, seen={name}, including=(name, path))
+        dependencies, names = self._closure(facts, seen={name}, including=(name, path))
         return PromptTemplate(
             source,
             env=self.env,
@@ -226,15 +230,45 @@ class PromptEnvironment:
             names=frozenset(names),
         )
 
+    def _facts(
+        self, source: str, name: str | None = None, filename: str | None = None
+    ) -> TemplateFacts:
+        """Parse and analyze a template, raising its syntax error.
+
+        Parsing is most of a catalog's load time, and fleets are full of templates cloned
+        from one another that differ only in their literal text. Jinja's parser never looks
+        inside literal text, so templates with the same tokens (literal text blanked, line
+        numbers kept) have the same facts and the same syntax error: they are parsed once.
+        Lexing alone costs a third of a parse."""
+        if self.env.extensions:  # extensions may rewrite the token stream: always parse
+            return analyze(self.env.parse(source, name=name, filename=filename))
+        lexer = self.env.lexer
+        tokens = list(lexer.tokeniter(source, name, filename))
+        shape = tuple(
+            (line, token, None if token == "data" else value) for line, token, value in tokens
+        )
+        known = self._shape_cache.get(shape)
+        if known is None:
+            # parse the tokens already lexed (what `Environment.parse` does, minus a re-lex)
+            parser = Parser(self.env, source, name, filename)
+            parser.stream = TokenStream(lexer.wrap(iter(tokens), name, filename), name, filename)
+            try:
+                known = analyze(parser.parse())
+            except jinja2.TemplateSyntaxError as exc:
+                known = exc
+            self._shape_cache[shape] = known
+        if isinstance(known, jinja2.TemplateSyntaxError):
+            raise known.with_traceback(None)  # a cached error must not collect frames
+        return known
+
     def _closure(
         self,
-        tree: nodes.Template,
+        facts: TemplateFacts,
         seen: set[str] | None = None,
         including: tuple[str, Path] | None = None,
     ) -> tuple[list[Path], set[str]]:
         """Files this template includes (transitively) and the variables all of them read."""
         seen = set() if seen is None else seen
-        facts = analyze(tree)
         self._check_filters_and_tests(facts, including[1] if including else None)
         names = set(facts.names)
         files: list[Path] = []

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import jinja2
 import pytest
+from jinja2 import nodes
+from jinja2.parser import Parser
 from jinja2.sandbox import SecurityError
 
 from runtime.templates import PromptEnvironment, TemplateFailure, is_file_reference
@@ -98,6 +100,41 @@ def test_each_file_compiles_once_per_environment(prompts: Path) -> None:
 def test_identical_inline_templates_are_checked_once() -> None:
     env = PromptEnvironment(None)
     assert env.load("Hi {{ name }}") is env.load("Hi {{ name }}")
+
+
+def test_templates_differing_only_in_literal_text_are_parsed_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    env = PromptEnvironment(None)
+    parses: list[str | None] = []
+    parse = Parser.parse
+
+    def counting_parse(parser: Parser) -> nodes.Template:
+        parses.append(parser.name)
+        return parse(parser)
+
+    monkeypatch.setattr(Parser, "parse", counting_parse)
+    first = env.load("Clinic 1. {% if who %}Hi {{ who }}{% endif %}")
+    second = env.load("Branch 22, Harbour St. {% if who %}Hi {{ who }}{% endif %}")
+    different = env.load("Clinic 1. {% if who %}Hi {{ whom }}{% endif %}")
+    assert len(parses) == 2  # `second` reused the facts of `first`
+    assert first.names == second.names == {"who"}
+    assert different.names == {"who", "whom"}
+    assert second.render({"who": "Ann"}) == "Branch 22, Harbour St. Hi Ann"
+
+
+def test_a_shared_syntax_error_keeps_each_templates_line() -> None:
+    env = PromptEnvironment(None)
+    with pytest.raises(TemplateFailure) as one:
+        env.load("a\n{% if x %}never closed")
+    with pytest.raises(TemplateFailure) as same_shape:
+        env.load("b\n{% if x %}also never closed")
+    with pytest.raises(TemplateFailure) as later_line:
+        env.load("c\n\n\n{% if x %}never closed")
+    assert one.value.message == same_shape.value.message
+    assert one.value.line == same_shape.value.line
+    assert later_line.value.line is not None and one.value.line is not None
+    assert later_line.value.line == one.value.line + 2
 
 
 @pytest.mark.parametrize(
