@@ -21,7 +21,7 @@ from runtime.hookspecs import hookimpl
 from runtime.record import CallEvent, CallRecord, DisconnectedBy, TranscriptEntry
 from runtime.registry import NoOptions, RegisterProvider, RegisterTool
 from runtime.secrets import SecretRef
-from runtime.snippets import check_snippet, render_snippet
+from runtime.snippets import check_snippet, render_snippet, snippet_names
 from runtime.tools import ToolDefinition, ToolFailure
 
 __all__ = [
@@ -51,4 +51,5 @@ __all__ = [
     "check_snippet",
     "hookimpl",
     "render_snippet",
+    "snippet_names",
 ]

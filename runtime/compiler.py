@@ -126,6 +126,7 @@ class _BotCheck:
         provider_options = self.check_providers()
         tools = self.check_tools()
         self.check_tool_references(provider_options, tools)
+        self.check_variables_used(provider_options, tools)
         variable_names = set(bot.variables)
         system = self.template("prompt.system", bot.prompt.system, allowed=frozenset({"bot"}))
         context = self.template("prompt.context", bot.prompt.context, allowed=variable_names)
@@ -220,6 +221,29 @@ class _BotCheck:
                         f"{kind}.{key}",
                         f"calls tool {name!r}, which this bot does not bind",
                         "add it under [[tools]]; " + suggest(name, names, what="bound tools"),
+                    )
+
+    def check_variables_used(
+        self, provider_options: dict[str, BaseModel], tools: tuple[CompiledTool, ...]
+    ) -> None:
+        """Options whose templates read call variables (an HTTP tool's URL, a rules reply)
+        may only read variables the bot declares. Plugins opt in with a
+        ``variables_used() -> {option key: names}`` method on their options model."""
+        declared = set(self.bot.variables)
+        owners: list[tuple[str, BaseModel]] = [*provider_options.items()]
+        index_of = {id(binding): i for i, binding in enumerate(self.bot.tools)}
+        owners += [(f"tools[{index_of[id(tool.binding)]}]", tool.options) for tool in tools]
+        for prefix, options in owners:
+            used = getattr(options, "variables_used", None)
+            if not callable(used):
+                continue
+            for key, names in used().items():
+                for name in sorted(set(names) - declared - CALL_NAMES):
+                    self.problem(
+                        f"{prefix}.{key}",
+                        f"uses undefined variable `{name}`",
+                        "declare it under [variables]; "
+                        + suggest(name, sorted(declared), what="declared"),
                     )
 
     def template(

@@ -30,6 +30,16 @@ def check_snippet(text: str) -> str:
 
 
 @functools.lru_cache(maxsize=8192)
+def snippet_names(text: str) -> frozenset[str]:
+    """The variables a (valid) snippet reads, for plugins' `variables_used()`."""
+    if not any(marker in text for marker in _MARKERS):
+        return frozenset()
+    from runtime.templates import analyze
+
+    return frozenset(analyze(_ENV.parse(text)).names)
+
+
+@functools.lru_cache(maxsize=8192)
 def _compiled(text: str) -> jinja2.Template:
     return _ENV.from_string(text)
 
