@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from runtime.call_control import CallControl, SimulatedControl
 from runtime.record import CallEvent, CallRecord, DisconnectedBy, TranscriptEntry
 
 if TYPE_CHECKING:
@@ -96,6 +97,7 @@ class EndRequest:
     disconnected_by: DisconnectedBy
     cause: str | None = None
     goodbye: str | None = None
+    transfer_to: str | None = None  # hand the caller over after the goodbye
 
 
 @dataclass
@@ -110,6 +112,9 @@ class CallContext:
     events: list[CallEvent] = field(default_factory=list)
     transcript: list[TranscriptEntry] = field(default_factory=list)
     end_request: EndRequest | None = None
+    # the transport's hands on the line; text mode and tests simulate it
+    control: CallControl = field(default_factory=SimulatedControl)
+    transferred_to: str | None = None
     _clock_start: float = field(default_factory=time.monotonic)
     _ended: asyncio.Event | None = None
 
@@ -146,10 +151,12 @@ class CallContext:
         *,
         cause: str | None = None,
         goodbye: str | None = None,
+        transfer_to: str | None = None,
     ) -> None:
-        """Ask for the call to end. The first reason wins; transports tear down the line."""
+        """Ask for the call to end. The first reason wins; transports tear down the line.
+        With ``transfer_to`` the session says the goodbye, then transfers the caller."""
         if self.end_request is None:
-            self.end_request = EndRequest(disconnected_by, cause, goodbye)
+            self.end_request = EndRequest(disconnected_by, cause, goodbye, transfer_to)
             self.add_event("end_requested", disconnected_by=disconnected_by.value, cause=cause)
         self.ended_event().set()
 
@@ -177,6 +184,7 @@ class CallContext:
             duration=round((ended_at - self.started_at).total_seconds(), 3),
             disconnected_by=end.disconnected_by if end else None,
             cause=end.cause if end else None,
+            transferred_to=self.transferred_to,
             transcript=list(self.transcript),
             events=list(self.events),
         )

@@ -74,6 +74,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     chat.set_defaults(handler=cmd_chat)
 
+    test = commands.add_parser("test", help="run bots' scenario files (<id>.scenarios.toml)")
+    test.add_argument("bots_to_test", nargs="*", metavar="BOT", help="bot ids (default: all)")
+    test.add_argument(
+        "--bots",
+        type=Path,
+        default=Path(os.environ.get("DIALPLAN_BOTS", DEFAULT_BOTS)),
+        help="bots directory (default: bots/)",
+    )
+    test.add_argument("--prompts", type=Path, help="prompts directory (default: ../prompts)")
+    test.add_argument("--junit", type=Path, metavar="PATH", help="also write JUnit XML to PATH")
+    test.add_argument(
+        "--judge",
+        metavar="MODEL",
+        default=os.environ.get("DIALPLAN_JUDGE_MODEL"),
+        help="a litellm model that judges `expect_intent` (default: $DIALPLAN_JUDGE_MODEL; "
+        "without one, intents are skipped)",
+    )
+    test.set_defaults(handler=cmd_test)
+
     plugins = commands.add_parser("plugins", help="list registered providers and tools")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     plugins.set_defaults(handler=cmd_plugins)
@@ -189,6 +208,32 @@ def cmd_chat(args: argparse.Namespace) -> int:
         Path(args.record).write_text(record.model_dump_json(indent=2), encoding="utf-8")
         print(f"call record written to {args.record}", file=sys.stderr)
     return 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from runtime.scenario_report import summary, write_junit
+    from runtime.scenario_suite import run_suite
+
+    if not args.bots.is_dir():
+        raise UsageError(f"--bots {args.bots}: not a directory")
+    outcome = asyncio.run(
+        run_suite(
+            args.bots,
+            _registry(),
+            bot_ids=args.bots_to_test or None,
+            prompts_dir=args.prompts,
+            judge_model=args.judge,
+        )
+    )
+    for problem in outcome.problems:
+        print(problem)
+    if not outcome.results and not outcome.problems:
+        print(f"no scenario files (*.scenarios.toml) in {args.bots}", file=sys.stderr)
+        return 1
+    if args.junit:
+        write_junit(args.junit, outcome.results, outcome.problems)
+    print(f"\n{summary(outcome.results, outcome.problems)}", file=sys.stderr)
+    return 0 if outcome.passed else 1
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:

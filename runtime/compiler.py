@@ -94,7 +94,7 @@ class BotCompiler:
         except UnicodeDecodeError:
             return [Problem(path, "the file is not UTF-8 text")]
         except toml_parser.TOMLDecodeError as exc:
-            return [_toml_problem(path, exc)]
+            return [toml_problem(path, exc)]
         data.setdefault("id", path.stem)
         try:
             bot = Bot.model_validate(data)
@@ -352,7 +352,7 @@ def validate_provider_options(
         return None
 
 
-def _toml_problem(path: Path, exc: toml_parser.TOMLDecodeError) -> Problem:
+def toml_problem(path: Path, exc: toml_parser.TOMLDecodeError) -> Problem:
     message = str(exc)
     match = _TOML_POSITION.search(message)
     line = column = None
@@ -379,16 +379,16 @@ def key_path(loc: tuple[int | str, ...]) -> str:
 
 
 def _schema_problem(path: Path, error: Mapping[str, Any]) -> Problem:
-    return _located_problem(path, "", Bot, error)
+    return located_problem(path, "", Bot, error)
 
 
 def _options_problem(
     path: Path | None, prefix: str, model: type[BaseModel], error: Mapping[str, Any]
 ) -> Problem:
-    return _located_problem(path, prefix, model, error)
+    return located_problem(path, prefix, model, error)
 
 
-def _located_problem(
+def located_problem(
     path: Path | None, prefix: str, model: type[BaseModel], error: Mapping[str, Any]
 ) -> Problem:
     loc = tuple(part for part in error["loc"] if not _is_union_tag(part))

@@ -9,8 +9,8 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from livekit.agents import Agent, AgentSession, llm
@@ -20,7 +20,7 @@ from livekit.agents.voice.run_result import RunResult
 from runtime.call import CallContext
 from runtime.record import CallRecord, DisconnectedBy, ProviderUsage
 from runtime.resolve import CallPlan, ResolvedTool
-from runtime.tools import ToolDefinition, ToolFailure
+from runtime.tools import ToolDefinition, ToolFailure, ToolHandler
 
 TEXT_KINDS = ("llm",)  # a text-mode call builds only the LLM
 VOICE_KINDS = ("stt", "llm", "tts", "vad")
@@ -73,7 +73,27 @@ class CallSession:
             # RuntimeError: the session is already closing because the caller has gone
             with contextlib.suppress(RuntimeError):
                 await self.session.say(end.goodbye, allow_interruptions=False)
+        if end is not None and end.transfer_to:
+            await self._transfer(end.transfer_to)
         self.finished.set()
+
+    async def _transfer(self, target: str) -> None:
+        started = time.perf_counter()
+        try:
+            await self.call.control.transfer(target)
+        except Exception as exc:  # the line is still ours, but the bot has said goodbye
+            self.call.add_event("transfer", target=target, outcome="error", error=str(exc))
+            assert self.call.end_request is not None
+            self.call.end_request.disconnected_by = DisconnectedBy.ERROR
+            self.call.end_request.cause = f"transfer to {target} failed: {exc}"
+            return
+        self.call.transferred_to = target
+        self.call.add_event(
+            "transfer",
+            target=target,
+            outcome="ok",
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
 
     async def close(
         self, disconnected_by: DisconnectedBy = DisconnectedBy.CUSTOMER, cause: str | None = None
@@ -90,7 +110,14 @@ class CallSession:
         return record
 
 
-def build_call_session(plan: CallPlan, *, text_only: bool = True) -> CallSession:
+def build_call_session(
+    plan: CallPlan,
+    *,
+    text_only: bool = True,
+    tool_handlers: Mapping[str, ToolHandler] | None = None,
+) -> CallSession:
+    """The call's AgentSession. ``tool_handlers`` replace tools' handlers by tool name
+    (scenario mocks): the LLM still sees the real tool, and the timeline still records it."""
     call = plan.new_context()
     kinds = TEXT_KINDS if text_only else VOICE_KINDS
     providers = {
@@ -98,8 +125,17 @@ def build_call_session(plan: CallPlan, *, text_only: bool = True) -> CallSession
         for kind, resolved in plan.providers.items()
         if kind in kinds
     }
+    definitions = [(tool, tool.entry.factory(tool.options, call)) for tool in plan.tools]
+    if tool_handlers:
+        definitions = [
+            (
+                tool,
+                replace(d, handler=tool_handlers[tool.name]) if tool.name in tool_handlers else d,
+            )
+            for tool, d in definitions
+        ]
     tools: list[llm.Tool | llm.Toolset] = [
-        livekit_tool(tool, tool.entry.factory(tool.options, call), call) for tool in plan.tools
+        livekit_tool(tool, definition, call) for tool, definition in definitions
     ]
     turn = plan.bot.bot.turn
     session: AgentSession = AgentSession(

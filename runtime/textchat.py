@@ -56,6 +56,9 @@ async def run_text_call(
                     f"  [tool] {data['name']}({json.dumps(data['arguments'])}) -> "
                     f"{data['outcome']}{detail} ({data['latency_ms']:.1f} ms)"
                 )
+            elif event.type in ("transfer", "dtmf"):
+                details = ", ".join(f"{k}={v}" for k, v in event.data.items())
+                out(f"  [{event.type}] {details}")
             elif event.type == "error":
                 out(f"  [error] {event.data.get('error')}")
         shown_events = len(call.events)

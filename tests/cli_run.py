@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -41,3 +44,16 @@ def cli_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIALPLAN_")}
     env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
     return env
+
+
+def run_dialplan(*args: str, cwd: Path) -> Run:
+    """`dialplan ARGS...` in a subprocess, as a user runs it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "runtime.cli", *args],
+        cwd=cwd,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return Run(done.returncode, done.stdout, done.stderr)

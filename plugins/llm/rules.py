@@ -94,6 +94,8 @@ class RulesEngine:
         self.options = options
         self.variables = variables
         self._patterns = [re.compile(rule.match, re.IGNORECASE) for rule in options.rules]
+        # the match that called a tool, so the reply after the tool still sees `match`
+        self._tool_context: dict[int, dict[str, Any]] = {}
 
     def opening(self) -> RuleReply:
         return RuleReply(text=self._render(self.options.opening, {}))
@@ -114,21 +116,25 @@ class RulesEngine:
                     key: self._render(value, context) if isinstance(value, str) else value
                     for key, value in rule.arguments.items()
                 }
+                self._tool_context[index] = context
                 return RuleReply(tool=rule.tool, arguments=arguments, rule_index=index)
             return RuleReply(text=self._render(rule.reply, context), rule_index=index)
         return RuleReply(text=self._render(self.options.default, {"utterance": utterance}))
 
     def after_tool(self, rule_index: int, output: str, is_error: bool) -> RuleReply:
         rule = self.options.rules[rule_index]
+        context = self._tool_context.pop(rule_index, {})
         if is_error:
             return RuleReply(
-                text=self._render(rule.on_error or self.options.default, {"error": output})
+                text=self._render(
+                    rule.on_error or self.options.default, {**context, "error": output}
+                )
             )
         try:
             result: Any = json.loads(output)
         except ValueError:
             result = output
-        return RuleReply(text=self._render(rule.reply, {"result": result}))
+        return RuleReply(text=self._render(rule.reply, {**context, "result": result}))
 
     def _render(self, template: str, extra: dict[str, Any]) -> str:
         return render_snippet(template, {**self.variables, **extra})
