@@ -7,7 +7,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 export UV_PYTHON_DOWNLOADS := never
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: all env demo test lint typecheck pytest validate bench dev clean
+.PHONY: all env demo test lint typecheck pytest validate scenarios bench dev clean
 
 all: test
 
@@ -35,7 +35,11 @@ pytest: env
 validate: env
 	$(UV) run --frozen dialplan validate bots/
 
-test: lint typecheck validate pytest
+# the shipped bots' pinned conversations (bots/*.scenarios.toml)
+scenarios: env
+	$(UV) run --frozen dialplan test
+
+test: lint typecheck validate scenarios pytest
 
 bench: env
 	@for script in bench/*.py; do echo "== $$script"; $(UV) run --frozen python $$script; done
