@@ -22,7 +22,7 @@ from runtime.record import CallEvent, CallRecord, DisconnectedBy, TranscriptEntr
 from runtime.registry import NoOptions, RegisterProvider, RegisterTool
 from runtime.secrets import SecretRef
 from runtime.snippets import check_snippet, render_snippet, snippet_names
-from runtime.tools import ToolDefinition, ToolFailure
+from runtime.tools import ToolDefinition, ToolFailure, typed_tool
 
 __all__ = [
     "BotInvalid",
@@ -52,4 +52,5 @@ __all__ = [
     "hookimpl",
     "render_snippet",
     "snippet_names",
+    "typed_tool",
 ]

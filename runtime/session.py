@@ -173,30 +173,47 @@ def livekit_tool(resolved: ResolvedTool, definition: ToolDefinition, call: CallC
 
     async def invoke(raw_arguments: dict[str, Any]) -> Any:
         started = time.perf_counter()
-        outcome, error = "ok", None
-        result: Any = None
         try:
             result = await definition.handler(raw_arguments, call)
         except ToolFailure as exc:
-            outcome, error = "error", str(exc)
+            _tool_event(call, resolved.name, raw_arguments, started, error=str(exc))
             raise llm.ToolError(str(exc)) from None
-        except Exception as exc:
-            outcome, error = "error", f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # a bug in the tool: the LLM hears a generic failure
+            error = f"{type(exc).__name__}: {exc}"
+            _tool_event(call, resolved.name, raw_arguments, started, error=error)
             raise llm.ToolError(f"the tool {resolved.name} failed") from None
-        finally:
-            call.add_event(
-                "tool_call",
-                name=resolved.name,
-                arguments=raw_arguments,
-                outcome=outcome,
-                error=error,
-                latency_ms=round((time.perf_counter() - started) * 1000, 3),
-            )
+        output = result if isinstance(result, str) else json.dumps(result, default=str)
+        _tool_event(call, resolved.name, raw_arguments, started, result=output)
         if definition.ends_turn:
             raise llm.StopResponse()
-        return result if isinstance(result, str) else json.dumps(result, default=str)
+        return output
 
     return llm.function_tool(invoke, raw_schema=schema)
+
+
+RESULT_EXCERPT_CHARS = 500  # a timeline is for reading, not a copy of every payload
+
+
+def _tool_event(
+    call: CallContext,
+    name: str,
+    arguments: dict[str, Any],
+    started: float,
+    *,
+    error: str | None = None,
+    result: str | None = None,
+) -> None:
+    if result is not None and len(result) > RESULT_EXCERPT_CHARS:
+        result = result[:RESULT_EXCERPT_CHARS] + f"... ({len(result)} chars)"
+    call.add_event(
+        "tool_call",
+        name=name,
+        arguments=arguments,
+        outcome="ok" if error is None else "error",
+        error=error,
+        result=result,
+        latency_ms=round((time.perf_counter() - started) * 1000, 3),
+    )
 
 
 def _record_conversation(session: AgentSession, call: CallContext) -> None:
