@@ -38,6 +38,10 @@ EXAMPLE_DIST = "dialplan-example-plugin"
 # the built-in LLM providers (litellm may still be in progress)
 # the tools left when the example plugin is disabled: the built-in ones
 BUILTIN_TOOLS = ", ".join(sorted(set(load_registry().tools) - {"lookup_order"}))
+UNKNOWN_ORDERS_TOOL = (
+    "bots/orders.toml: tools[0].use: unknown tool 'lookup_order' "
+    f"(registered tools: {BUILTIN_TOOLS})"
+)
 LLM_PROVIDERS = (
     "litellm, rules" if importlib.util.find_spec("plugins.llm.litellm") is not None else "rules"
 )
@@ -330,18 +334,15 @@ def test_bots_of_a_disabled_plugin_fail_validation(cli: dict[str, Run]) -> None:
         f"(registered LLM providers: {LLM_PROVIDERS})"
     ) in run.lines
     assert (
-        f"bots/shouter.toml: tools[0].use: unknown tool 'lookup_order' (registered tools: {BUILTIN_TOOLS})"
+        "bots/shouter.toml: tools[0].use: unknown tool 'lookup_order' "
+        f"(registered tools: {BUILTIN_TOOLS})"
     ) in run.lines
-    assert (
-        f"bots/orders.toml: tools[0].use: unknown tool 'lookup_order' (registered tools: {BUILTIN_TOOLS})"
-    ) in run.lines
+    assert UNKNOWN_ORDERS_TOOL in run.lines
 
 
 def test_an_unknown_tool_is_reported_once(cli: dict[str, Run]) -> None:
     orders = [line for line in cli["validate_disabled"].lines if line.startswith("bots/orders")]
-    assert orders == [
-        f"bots/orders.toml: tools[0].use: unknown tool 'lookup_order' (registered tools: {BUILTIN_TOOLS})"
-    ]
+    assert orders == [UNKNOWN_ORDERS_TOOL]
 
 
 def test_disabling_in_process(installed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
