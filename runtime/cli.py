@@ -74,6 +74,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     chat.set_defaults(handler=cmd_chat)
 
+    dev = commands.add_parser(
+        "dev", help="development server: hot-reloads bots and templates, terminal calls"
+    )
+    dev.add_argument(
+        "bots_dir",
+        nargs="?",
+        type=Path,
+        default=Path(os.environ.get("DIALPLAN_BOTS", DEFAULT_BOTS)),
+        metavar="BOTS_DIR",
+        help="bots directory (default: bots/)",
+    )
+    dev.add_argument("--prompts", type=Path, help="prompts directory (default: ../prompts)")
+    dev.add_argument(
+        "--watch-code",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="more Python source to restart on (dialplan's and local plugins' are watched)",
+    )
+    dev.add_argument(
+        "--no-restart",
+        action="store_true",
+        help="serve in this process; Python changes need a manual restart",
+    )
+    dev.set_defaults(handler=cmd_dev)
+
     test = commands.add_parser("test", help="run bots' scenario files (<id>.scenarios.toml)")
     test.add_argument("bots_to_test", nargs="*", metavar="BOT", help="bot ids (default: all)")
     test.add_argument(
@@ -208,6 +235,22 @@ def cmd_chat(args: argparse.Namespace) -> int:
         Path(args.record).write_text(record.model_dump_json(indent=2), encoding="utf-8")
         print(f"call record written to {args.record}", file=sys.stderr)
     return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from runtime.devserver import run_dev
+
+    if not args.bots_dir.is_dir():
+        raise UsageError(f"{args.bots_dir}: not a directory")
+    registry = _registry()
+    if args.no_restart:
+        return run_dev(args.bots_dir, args.prompts, registry)
+    from runtime.code_watch import code_dirs, run_with_restarts
+
+    child = ["dev", str(args.bots_dir), "--no-restart"]
+    if args.prompts:
+        child += ["--prompts", str(args.prompts)]
+    return run_with_restarts(child, code_dirs(registry, args.watch_code))
 
 
 def cmd_test(args: argparse.Namespace) -> int:

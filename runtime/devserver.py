@@ -1,0 +1,154 @@
+"""`dialplan dev`: the catalog, its file watcher and the local transports, in one process.
+
+Bot and template saves reload in-process (see `live_catalog`); the process itself is only
+restarted for Python changes (see `code_watch`). Calls are served from the terminal: each
+call takes the snapshot of the moment it starts and keeps it to the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import TextIO
+
+from runtime.cli_args import UsageError, parse_vars
+from runtime.errors import DialplanError
+from runtime.live_catalog import LiveCatalog, ReloadReport
+from runtime.registry import Registry
+
+HELP = """\
+  /call BOT [name=value ...]   start a text call with the bot's current version
+  /hangup                      end the call (also /quit inside a call)
+  /bots                        bots, versions and outstanding problems
+  /quit                        stop the server"""
+
+
+def banner(live: LiveCatalog) -> list[str]:
+    snapshot = live.current()
+    lines = [f"dialplan dev — {len(snapshot)} bot(s) from {live.bots_dir}"]
+    lines += [f"  {bot.id:24} {bot.version}" for bot in snapshot]
+    lines += [f"  ! {problem}" for problem in snapshot.problems]
+    lines.append(f"watching {live.bots_dir} and {live.prompts_dir} — saves reload, no restart")
+    lines.append("terminal calls:")
+    lines.append(HELP)
+    return lines
+
+
+def describe_reload(report: ReloadReport) -> list[str]:
+    took = f"({report.seconds * 1000:.0f} ms)"
+    lines = [f"[reload] {change} {took}" for change in report.changes]
+    lines += [f"[reload] error: {problem}" for problem in report.problems]
+    if report.still_serving:
+        lines.append(
+            "[reload] still serving the last good version of: " + ", ".join(report.still_serving)
+        )
+    if not lines:
+        lines.append(f"[reload] nothing changed {took}")
+    return lines
+
+
+async def read_lines(stream: TextIO, queue: asyncio.Queue[str | None]) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, stream.readline)
+        if not line:
+            await queue.put(None)
+            return
+        await queue.put(line.rstrip("\n"))
+
+
+async def serve_terminal(
+    live: LiveCatalog,
+    registry: Registry,
+    *,
+    stdin: TextIO = sys.stdin,
+    out: Callable[[str], None] = print,
+    stop: asyncio.Event | None = None,
+) -> None:
+    from runtime.watch import watch_catalog
+
+    stop = stop or asyncio.Event()
+    for line in banner(live):
+        out(line)
+
+    def on_reload(report: ReloadReport) -> None:
+        for line in describe_reload(report):
+            out(line)
+
+    watcher = asyncio.create_task(watch_catalog(live, on_reload, stop=stop), name="dialplan.watch")
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+    reader = asyncio.create_task(read_lines(stdin, queue), name="dialplan.stdin")
+    try:
+        await _commands(live, registry, queue, out)
+    finally:
+        stop.set()
+        reader.cancel()
+        await watcher
+
+
+async def _commands(
+    live: LiveCatalog,
+    registry: Registry,
+    queue: asyncio.Queue[str | None],
+    out: Callable[[str], None],
+) -> None:
+    while (line := await queue.get()) is not None:
+        words = line.split()
+        if not words:
+            continue
+        if words[0] == "/quit":
+            return
+        if words[0] == "/bots":
+            for text in banner(live)[1:-3]:
+                out(text)
+        elif words[0] == "/call" and len(words) >= 2:
+            if await _call(live, registry, words[1], words[2:], queue, out):
+                return
+        else:
+            out(HELP)
+
+
+async def _call(
+    live: LiveCatalog,
+    registry: Registry,
+    bot_id: str,
+    assignments: list[str],
+    queue: asyncio.Queue[str | None],
+    out: Callable[[str], None],
+) -> bool:
+    """One terminal call; True when stdin ended during it."""
+    from runtime.call import CallRequest
+    from runtime.resolve import plan_call
+    from runtime.textchat import run_text_call
+
+    try:
+        request = CallRequest(bot=bot_id, variables=parse_vars(assignments, []))
+        plan = plan_call(live.current(), request, registry)  # this call's snapshot, to the end
+    except (DialplanError, UsageError, ValueError) as exc:
+        out(f"cannot start the call: {exc}")
+        return False
+    out(f"[call] {bot_id} version {plan.bot.version} — type your lines; /hangup ends it")
+    ended_input = False
+
+    async def caller_lines() -> AsyncIterator[str]:
+        nonlocal ended_input
+        while (line := await queue.get()) is not None:
+            yield line
+        ended_input = True
+
+    record = await run_text_call(plan, caller_lines(), out=out)
+    out(
+        f"[call] ended: disconnected_by={record.disconnected_by} "
+        f"version={record.bot_version} turns={len(record.transcript)}"
+    )
+    return ended_input
+
+
+def run_dev(bots_dir: Path, prompts_dir: Path | None, registry: Registry) -> int:
+    if not bots_dir.is_dir():
+        raise UsageError(f"{bots_dir}: not a directory")
+    live = LiveCatalog(bots_dir, registry, prompts_dir)
+    asyncio.run(serve_terminal(live, registry))
+    return 0

@@ -1,0 +1,58 @@
+"""Watch a catalog's files with watchfiles and apply each batch of changes.
+
+Editors save in many ways — write in place, truncate + write, write a temp file and rename
+it over the original — each as several file events within milliseconds. watchfiles groups
+events until none arrives for ``step`` ms, so one save is one batch, and the catalog
+compiles the final content once. A batch that leaves every version as it was (a `touch`,
+a second event of the same save) changes nothing and reports nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from runtime.live_catalog import LiveCatalog, ReloadReport
+
+if TYPE_CHECKING:
+    import asyncio
+
+# ms without a new event that closes a batch: long enough to span one editor's save
+# (rename dances take ~1 ms), short enough that a save feels instant
+BATCH_QUIET_MS = 30
+BATCH_MAX_MS = 500  # a burst that never goes quiet (a git checkout) is cut here
+
+
+async def watch_catalog(
+    live: LiveCatalog,
+    on_reload: Callable[[ReloadReport], None],
+    *,
+    stop: asyncio.Event | None = None,
+    ready: Callable[[], None] | None = None,
+) -> None:
+    """Apply file changes to ``live`` until ``stop`` is set; ``on_reload`` hears about every
+    batch that recompiled something (new versions, or problems)."""
+    from watchfiles import awatch
+
+    assert live.prompts_dir is not None
+    roots = [live.bots_dir] + ([live.prompts_dir] if live.prompts_dir.is_dir() else [])
+    watcher = awatch(
+        *roots,
+        watch_filter=lambda _change, path: live.is_relevant(Path(path)),
+        step=BATCH_QUIET_MS,
+        debounce=BATCH_MAX_MS,
+        stop_event=stop,
+        yield_on_timeout=ready is not None,
+        rust_timeout=100 if ready is not None else None,
+    )
+    announced = False
+    async for changes in watcher:
+        if not announced and ready is not None:
+            ready()  # the watcher is armed: edits from now on are seen
+            announced = True
+        if not changes:
+            continue
+        report = live.apply(Path(path) for _change, path in changes)
+        if report.recompiled:
+            on_reload(report)
