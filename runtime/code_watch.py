@@ -7,17 +7,14 @@ stopped and started again, and says so.
 
 from __future__ import annotations
 
-import shlex
+import signal
+import subprocess
 import sys
 import sysconfig
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from runtime.registry import Registry
-
-if TYPE_CHECKING:
-    from watchfiles import Change
 
 
 def code_dirs(registry: Registry, extra: Iterable[Path] = ()) -> list[Path]:
@@ -40,20 +37,41 @@ def code_dirs(registry: Registry, extra: Iterable[Path] = ()) -> list[Path]:
 
 
 def run_with_restarts(child_args: list[str], directories: list[Path]) -> int:
-    from watchfiles import PythonFilter, run_process
+    """Serve in a child process; restart it when Python code under ``directories`` changes,
+    and stop when it exits on its own (`/quit`, Ctrl-D). watchfiles' `run_process` would
+    keep waiting for changes after the child quits, so this loop is ours."""
+    from watchfiles import PythonFilter, watch
 
-    def restarting(changes: set[tuple[Change, str]]) -> None:
-        names = sorted({Path(path).name for _change, path in changes})
-        print(f"[dev] Python code changed ({', '.join(names)}): restarting", file=sys.stderr)
-
-    command = shlex.join([sys.executable, "-m", "runtime.cli", *child_args])
-    run_process(
-        *directories,
-        target=command,
-        target_type="command",
-        callback=restarting,
-        watch_filter=PythonFilter(),
-        debounce=400,
-        grace_period=0.5,
-    )
+    command = [sys.executable, "-m", "runtime.cli", *child_args]
+    child = subprocess.Popen(command)
+    try:
+        for changes in watch(
+            *directories,
+            watch_filter=PythonFilter(),
+            debounce=400,
+            rust_timeout=250,
+            yield_on_timeout=True,  # wake up now and then to notice the child quitting
+        ):
+            if child.poll() is not None:
+                return child.returncode
+            if not changes:
+                continue
+            names = sorted({Path(path).name for _change, path in changes})
+            print(f"[dev] Python code changed ({', '.join(names)}): restarting", file=sys.stderr)
+            _stop(child)
+            child = subprocess.Popen(command)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        _stop(child)
     return 0
+
+
+def _stop(child: subprocess.Popen[bytes]) -> None:
+    if child.poll() is None:
+        child.send_signal(signal.SIGINT)  # lets a call in progress close its record
+        try:
+            child.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()

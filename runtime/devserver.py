@@ -8,7 +8,9 @@ call takes the snapshot of the moment it starts and keeps it to the end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TextIO
@@ -49,14 +51,17 @@ def describe_reload(report: ReloadReport) -> list[str]:
     return lines
 
 
-async def read_lines(stream: TextIO, queue: asyncio.Queue[str | None]) -> None:
+def read_lines(stream: TextIO, queue: asyncio.Queue[str | None]) -> None:
+    """Feed stdin lines into ``queue`` from a daemon thread: a thread of the loop's default
+    executor, blocked in readline, would keep the process alive after `/quit`."""
     loop = asyncio.get_running_loop()
-    while True:
-        line = await loop.run_in_executor(None, stream.readline)
-        if not line:
-            await queue.put(None)
-            return
-        await queue.put(line.rstrip("\n"))
+
+    def pump() -> None:
+        for line in iter(stream.readline, ""):
+            loop.call_soon_threadsafe(queue.put_nowait, line.rstrip("\n"))
+        loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    threading.Thread(target=pump, name="dialplan-stdin", daemon=True).start()
 
 
 async def serve_terminal(
@@ -77,14 +82,16 @@ async def serve_terminal(
         for line in describe_reload(report):
             out(line)
 
-    watcher = asyncio.create_task(watch_catalog(live, on_reload, stop=stop), name="dialplan.watch")
+    watcher = asyncio.create_task(
+        watch_catalog(live, on_reload, stop=stop, ready=lambda: out("[dev] watching for changes")),
+        name="dialplan.watch",
+    )
     queue: asyncio.Queue[str | None] = asyncio.Queue()
-    reader = asyncio.create_task(read_lines(stdin, queue), name="dialplan.stdin")
+    read_lines(stdin, queue)
     try:
         await _commands(live, registry, queue, out)
     finally:
         stop.set()
-        reader.cancel()
         await watcher
 
 
@@ -150,5 +157,6 @@ def run_dev(bots_dir: Path, prompts_dir: Path | None, registry: Registry) -> int
     if not bots_dir.is_dir():
         raise UsageError(f"{bots_dir}: not a directory")
     live = LiveCatalog(bots_dir, registry, prompts_dir)
-    asyncio.run(serve_terminal(live, registry))
+    with contextlib.suppress(KeyboardInterrupt):  # the restart runner stops us with SIGINT
+        asyncio.run(serve_terminal(live, registry))
     return 0

@@ -44,7 +44,9 @@ async def watch_catalog(
         debounce=BATCH_MAX_MS,
         stop_event=stop,
         yield_on_timeout=ready is not None,
-        rust_timeout=100 if ready is not None else None,
+        # with `ready`, wake up once early to say the watcher is armed (and, as awatch
+        # offers no one-shot timeout, every 250 ms after: a negligible cost)
+        rust_timeout=250 if ready is not None else None,
     )
     announced = False
     async for changes in watcher:
