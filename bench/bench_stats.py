@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 from typing import Any
 
 
@@ -19,4 +20,14 @@ def machine() -> dict[str, Any]:
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
+    }
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    """Median, p90, p99 and min of timings in ms, rounded for reading."""
+    return {
+        "median": round(statistics.median(values), 4),
+        "p90": round(percentile(values, 90), 4),
+        "p99": round(percentile(values, 99), 4),
+        "min": round(min(values), 4),
     }

@@ -40,7 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench_stats import percentile
+from bench_stats import percentile, summary
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -52,15 +52,6 @@ BOT = "receptionist"
 VARIABLES: dict[str, Any] = {"caller_name": "Alex", "clinic_hours": "Mon-Sat, 8 am to 6 pm"}
 TARGET_RELATIVE = 10.0  # percent
 TARGET_ABSOLUTE_MS = 5.0
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    return {
-        "median": round(statistics.median(values), 4),
-        "p90": round(percentile(values, 90), 4),
-        "p99": round(percentile(values, 99), 4),
-        "min": round(min(values), 4),
-    }
 
 
 def rss_mib() -> float:

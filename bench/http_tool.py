@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bench_stats import machine, percentile
+from bench_stats import machine, percentile, summary
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -72,15 +72,6 @@ required = ["id"]
 properties.id = {{ type = "string" }}
 """
 CUSTOMER = {"id": "c42", "name": "Ann", "tier": "gold", "open_balance": 12.5}
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    return {
-        "median": round(statistics.median(values), 4),
-        "p90": round(percentile(values, 90), 4),
-        "p99": round(percentile(values, 99), 4),
-        "min": round(min(values), 4),
-    }
 
 
 async def start_server() -> tuple[Any, str]:

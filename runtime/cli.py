@@ -103,13 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     test = commands.add_parser("test", help="run bots' scenario files (<id>.scenarios.toml)")
     test.add_argument("bots_to_test", nargs="*", metavar="BOT", help="bot ids (default: all)")
-    test.add_argument(
-        "--bots",
-        type=Path,
-        default=Path(os.environ.get("DIALPLAN_BOTS", DEFAULT_BOTS)),
-        help="bots directory (default: bots/)",
-    )
-    test.add_argument("--prompts", type=Path, help="prompts directory (default: ../prompts)")
+    _catalog_arguments(test)
     test.add_argument("--junit", type=Path, metavar="PATH", help="also write JUnit XML to PATH")
     test.add_argument(
         "--judge",
@@ -150,6 +144,10 @@ def _call_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="JSON",
         help='per-call overrides, e.g. \'{"llm": {"temperature": 0}}\'',
     )
+    _catalog_arguments(parser)
+
+
+def _catalog_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bots",
         type=Path,

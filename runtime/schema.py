@@ -116,6 +116,17 @@ DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _HOURS = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
 
 
+def known_timezone(value: str) -> str:
+    """A validator for IANA time zone names (schedules, calendars)."""
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {value!r}; use an IANA name like 'Europe/Berlin'"
+        ) from None
+    return value
+
+
 class Schedule(Strict):
     timezone: str = "UTC"
     hours: dict[str, str] = Field(
@@ -124,16 +135,7 @@ class Schedule(Strict):
     )
     closed_message: str = Field("", description="said before hanging up outside opening hours")
 
-    @field_validator("timezone")
-    @classmethod
-    def _known_timezone(cls, value: str) -> str:
-        try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"unknown time zone {value!r}; use an IANA name like 'Europe/Berlin'"
-            ) from None
-        return value
+    _known_timezone = field_validator("timezone")(known_timezone)
 
     @field_validator("hours")
     @classmethod

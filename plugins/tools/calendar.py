@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from runtime import CallContext, RegisterTool, ToolDefinition, ToolFailure, hookimpl
-from runtime.schema import DAY_NAMES, expand_days, parse_span
+from runtime.schema import DAY_NAMES, expand_days, known_timezone, parse_span
 
 if TYPE_CHECKING:
     # sqlite3 and asyncio load with the first call, so `dialplan validate` stays fast
@@ -117,16 +117,7 @@ class CalendarOptions(BaseModel):
             raise ValueError(f"{value!r}: use 1-64 letters, digits, '_' or '-'")
         return value
 
-    @field_validator("timezone")
-    @classmethod
-    def _known_timezone(cls, value: str) -> str:
-        try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"unknown time zone {value!r}; use an IANA name like 'Europe/Berlin'"
-            ) from None
-        return value
+    _known_timezone = field_validator("timezone")(known_timezone)
 
     @field_validator("hours")
     @classmethod
