@@ -73,13 +73,21 @@ class BotCompiler:
     """Compiles bot files against one registry and one prompts/ environment."""
 
     def __init__(
-        self, registry: Registry, prompts: PromptEnvironment, *, eager: bool = False
+        self,
+        registry: Registry,
+        prompts: PromptEnvironment,
+        *,
+        eager: bool = False,
+        parsed: dict[Path, tuple[bytes, Bot]] | None = None,
     ) -> None:
         """``eager`` also renders the static prompt and generates every template's code now
-        (what `dialplan validate` wants); otherwise that happens on a bot's first call."""
+        (what `dialplan validate` wants); otherwise that happens on a bot's first call.
+        ``parsed`` remembers each file's parsed `Bot` with its exact bytes, so a reloading
+        catalog recompiling a bot for a template change skips TOML and schema work."""
         self.registry = registry
         self.prompts = prompts
         self.eager = eager
+        self.parsed = parsed
 
     def compile_file(self, path: Path) -> CompiledBot | list[Problem]:
         try:
@@ -89,6 +97,9 @@ class BotCompiler:
         return self.compile_source(path, raw)
 
     def compile_source(self, path: Path, raw: bytes) -> CompiledBot | list[Problem]:
+        known = self.parsed.get(path) if self.parsed is not None else None
+        if known is not None and known[0] == raw:  # frozen models: safe to share
+            return _BotCheck(self, path, raw, known[1]).run()
         try:
             data = toml_parser.loads(raw.decode("utf-8"))
         except UnicodeDecodeError:
@@ -100,6 +111,8 @@ class BotCompiler:
             bot = Bot.model_validate(data)
         except ValidationError as exc:
             return [_schema_problem(path, error) for error in exc.errors()]
+        if self.parsed is not None:
+            self.parsed[path] = (raw, bot)
         return _BotCheck(self, path, raw, bot).run()
 
 

@@ -23,7 +23,8 @@ from runtime.catalog import SCENARIO_SUFFIX, CatalogSnapshot, bot_files, default
 from runtime.compiler import BotCompiler, CompiledBot
 from runtime.errors import Problem
 from runtime.registry import Registry
-from runtime.templates import PromptEnvironment
+from runtime.schema import Bot
+from runtime.templates import FactsCache, PromptEnvironment
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,14 @@ class LiveCatalog:
     _file_problems: dict[Path, tuple[Problem, ...]] = field(init=False, default_factory=dict)
     # per bot file: the id it serves, to remove it when the file goes
     _file_ids: dict[Path, str] = field(init=False, default_factory=dict)
+    # kept across reloads so a template change re-checks bots without re-parsing them
+    _parsed: dict[Path, tuple[bytes, Bot]] = field(init=False, default_factory=dict)
+    _facts: FactsCache = field(init=False, default_factory=FactsCache)
 
     def __post_init__(self) -> None:
         self.bots_dir = self.bots_dir.resolve()
         self.prompts_dir = (self.prompts_dir or default_prompts_dir(self.bots_dir)).resolve()
-        compiler = BotCompiler(self.registry, self._environment())
+        compiler = self._compiler()
         bots: dict[str, CompiledBot] = {}
         for path in bot_files([self.bots_dir]):
             self._recompile(path.resolve(), compiler, bots)
@@ -105,7 +109,7 @@ class LiveCatalog:
             return ReloadReport(problems=self.snapshot.problems)
         bots = dict(self.snapshot.bots)
         changes: list[VersionChange] = []
-        compiler = BotCompiler(self.registry, self._environment())
+        compiler = self._compiler()
         for path in sorted(affected):
             change = self._recompile(path, compiler, bots)
             if change is not None:
@@ -166,13 +170,18 @@ class LiveCatalog:
             )
         return VersionChange(result.id, None, result.version)
 
-    def _environment(self) -> PromptEnvironment:
+    def _compiler(self) -> BotCompiler:
         """A fresh environment per reload, so changed files are read again; bots that are
         not recompiled keep the environment they were built with."""
         prompts = self.prompts_dir if self.prompts_dir and self.prompts_dir.is_dir() else None
-        return PromptEnvironment(
-            prompts, prepare=lambda env: self.registry.hook.prepare_jinja_environment(env=env)
+        environment = PromptEnvironment(
+            prompts,
+            prepare=lambda env: self.registry.hook.prepare_jinja_environment(env=env),
+            facts=self._facts,
         )
+        for gone in [path for path in self._parsed if not path.exists()]:
+            del self._parsed[gone]
+        return BotCompiler(self.registry, environment, parsed=self._parsed)
 
     def _snapshot(
         self, bots: dict[str, CompiledBot], environment: PromptEnvironment

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ _JINJA_MARKERS = ("{{", "{%", "{#")
 _SIMPLE_SUBSTITUTION = re.compile(
     r"\{\{-?\s*([A-Za-z_]\w*)(?:\.[A-Za-z_]\w*)*((?:\s*\|\s*[A-Za-z_]\w*)*)\s*-?\}\}"
 )
+MAX_CACHED_TEXTS = 50_000  # templates remembered by exact text (edits add old texts)
 # names Jinja itself defines inside templates
 _TEMPLATE_NAMES = frozenset({"loop", "caller", "varargs", "kwargs", "self", "super"})
 
@@ -107,7 +108,11 @@ class PromptEnvironment:
         self,
         prompts_dir: Path | None,
         prepare: Callable[[SandboxedEnvironment], None] | None = None,
+        *,
+        facts: FactsCache | None = None,
     ) -> None:
+        """``facts`` shares template facts with earlier environments built with the same
+        plugins (a reloading catalog): see `_facts`."""
         self.prompts_dir = prompts_dir.resolve() if prompts_dir else None
         loader = jinja2.FileSystemLoader(str(self.prompts_dir)) if self.prompts_dir else None
         self.env = SandboxedEnvironment(
@@ -127,7 +132,7 @@ class PromptEnvironment:
         self._inline_cache: dict[str, PromptTemplate] = {}
         self._expression_cache: dict[str, tuple[Any, frozenset[str]]] = {}
         # facts (or the syntax error) per token shape: see `_facts`
-        self._shape_cache: dict[tuple[Any, ...], TemplateFacts | jinja2.TemplateSyntaxError] = {}
+        self._facts_cache = FactsCache() if facts is None else facts
         self._loading: list[str] = []  # the include chain being compiled, to catch cycles
 
     def load(self, value: str) -> PromptTemplate:
@@ -242,12 +247,26 @@ class PromptEnvironment:
         Lexing alone costs a third of a parse."""
         if self.env.extensions:  # extensions may rewrite the token stream: always parse
             return analyze(self.env.parse(source, name=name, filename=filename))
+        cache = self._facts_cache
+        known = cache.by_text.get(source)  # unchanged text: not even a lex (reloads)
+        if known is None:
+            known = self._facts_by_shape(source, name, filename)
+            if len(cache.by_text) >= MAX_CACHED_TEXTS:  # a long-lived reloading catalog
+                cache.by_text.clear()
+            cache.by_text[source] = known
+        if isinstance(known, jinja2.TemplateSyntaxError):
+            raise known.with_traceback(None)  # a cached error must not collect frames
+        return known
+
+    def _facts_by_shape(
+        self, source: str, name: str | None, filename: str | None
+    ) -> TemplateFacts | jinja2.TemplateSyntaxError:
         lexer = self.env.lexer
         tokens = list(lexer.tokeniter(source, name, filename))
         shape = tuple(
             (line, token, None if token == "data" else value) for line, token, value in tokens
         )
-        known = self._shape_cache.get(shape)
+        known = self._facts_cache.by_shape.get(shape)
         if known is None:
             # parse the tokens already lexed (what `Environment.parse` does, minus a re-lex)
             parser = Parser(self.env, source, name, filename)
@@ -256,9 +275,7 @@ class PromptEnvironment:
                 known = analyze(parser.parse())
             except jinja2.TemplateSyntaxError as exc:
                 known = exc
-            self._shape_cache[shape] = known
-        if isinstance(known, jinja2.TemplateSyntaxError):
-            raise known.with_traceback(None)  # a cached error must not collect frames
+            self._facts_cache.by_shape[shape] = known
         return known
 
     def _closure(
@@ -309,6 +326,17 @@ class PromptEnvironment:
                         line=line,
                         fix=suggest(name, sorted(known), what=f"available {kind}s"),
                     )
+
+
+@dataclass
+class FactsCache:
+    """Template facts (or syntax errors) by exact text and by token shape. Valid across
+    environments with the same filters, tests and extensions."""
+
+    by_text: dict[str, TemplateFacts | jinja2.TemplateSyntaxError] = field(default_factory=dict)
+    by_shape: dict[tuple[Any, ...], TemplateFacts | jinja2.TemplateSyntaxError] = field(
+        default_factory=dict
+    )
 
 
 @dataclass
