@@ -35,6 +35,10 @@ pytest: env
 validate: env
 	$(UV) run --frozen dialplan validate bots/
 
+# development server: bots and templates hot-reload, Python changes restart it
+dev: env
+	$(UV) run --frozen dialplan dev bots/
+
 # the shipped bots' pinned conversations (bots/*.scenarios.toml)
 scenarios: env
 	$(UV) run --frozen dialplan test

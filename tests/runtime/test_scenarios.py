@@ -253,3 +253,46 @@ async def test_shipped_bots_scenarios_pass(registry: Registry) -> None:
     assert not outcome.problems
     assert {r.bot_id for r in outcome.results} >= {"receptionist", "reminder"}
     assert outcome.passed, [(r.name, r.mismatches) for r in outcome.results if not r.passed]
+
+
+async def test_intents_are_judged_by_the_judge_llm(registry: Registry) -> None:
+    """The judge is any livekit LLM; here a `rules` one that approves only replies that
+    promise a confirmation, so both verdicts are exercised without a cloud model."""
+    from plugins.llm.rules import RulesEngine, RulesOptions
+    from plugins.llm.rules_llm import RulesLLM
+
+    from ..conftest import REPO
+
+    verdicts = RulesOptions.model_validate(
+        {
+            "rules": [
+                {
+                    "match": "Message:\\s+\\w+ works\\. .*confirm",
+                    "tool": "check_intent",
+                    "arguments": {"success": True, "reason": "it confirms"},
+                },
+                {
+                    "match": ".",
+                    "tool": "check_intent",
+                    "arguments": {"success": False, "reason": "no confirmation promised"},
+                },
+            ]
+        }
+    )
+    scenario_file = load_scenario_file(REPO / "bots" / "receptionist.scenarios.toml")
+    assert not isinstance(scenario_file, list)
+    booking = next(s for s in scenario_file.scenarios if s.name.startswith("takes a booking"))
+    snapshot = load_catalog(REPO / "bots", registry)
+
+    def judge(call: CallContext) -> Any:
+        return RulesLLM(RulesEngine(verdicts, {}))
+
+    result = await run_scenario(snapshot, registry, "receptionist", booking, judge=judge)
+    assert result.passed and not result.skipped, result.mismatches
+
+    strict = booking.model_copy(
+        update={"turns": [booking.turns[0].model_copy(update={"expect_intent": "confirms"})]}
+    )
+    result = await run_scenario(snapshot, registry, "receptionist", strict, judge=judge)
+    assert [(m.where, m.expected) for m in result.mismatches] == [("turn 1", "intent: confirms")]
+    assert "no confirmation promised" in result.mismatches[0].got
