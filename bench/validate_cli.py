@@ -29,6 +29,11 @@ from typing import Any
 from bench_stats import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from runtime.catalog import bot_files  # noqa: E402  (after the path set-up)
+
 VENV_BIN = ROOT / ".venv" / "bin"
 TARGET_MS = 500.0
 FORBIDDEN = ("livekit", "litellm", "openai", "aiohttp")
@@ -115,7 +120,7 @@ def main() -> None:
             {
                 "benchmark": "validate_cli",
                 "command": f".venv/bin/dialplan validate {args.bots}",
-                "bot_files": len(list((ROOT / args.bots).glob("*.toml"))),
+                "bot_files": len(bot_files([ROOT / args.bots])),  # scenario files excluded
                 "exit_codes": sorted(codes),
                 "runs": args.runs,
                 "first_run_ms": round(first_ms, 1),
