@@ -178,7 +178,8 @@ def parse_span(span: str) -> tuple[dt.time, dt.time]:
         raise ValueError(f"{span!r}: opening hours are written 'HH:MM-HH:MM', e.g. '09:00-17:30'")
     h1, m1, h2, m2 = (int(g) for g in match.groups())
     try:
-        start, end = dt.time(h1, m1), dt.time(h2, m2) if h2 < 24 else dt.time.max
+        midnight = (h2, m2) == (24, 0)  # "24:00": open until the end of the day
+        start, end = dt.time(h1, m1), dt.time.max if midnight else dt.time(h2, m2)
     except ValueError:
         raise ValueError(f"{span!r}: not a valid time of day") from None
     if end <= start:

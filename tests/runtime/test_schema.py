@@ -109,3 +109,20 @@ def test_schedule_opening_hours() -> None:
 def test_bad_schedules(field: str, value: object, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         Schedule.model_validate({field: value})
+
+
+def test_opening_hours_spans() -> None:
+    import datetime as dt
+
+    from runtime.schema import parse_span
+
+    assert parse_span("09:00-17:30") == (dt.time(9), dt.time(17, 30))
+    assert parse_span("18:00-24:00") == (dt.time(18), dt.time.max)  # until midnight
+    for bad, message in [
+        ("09:00-25:00", "not a valid time of day"),
+        ("09:00-24:30", "not a valid time of day"),
+        ("17:00-09:00", "closing time must be after opening time"),
+        ("9-5", "opening hours are written"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_span(bad)
