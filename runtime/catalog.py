@@ -45,6 +45,15 @@ class CatalogSnapshot:
         return len(self.bots)
 
 
+def id_clash(path: Path, bot_id: str, other: Path) -> Problem:
+    return Problem(
+        path,
+        f"bot id {bot_id!r} is already used by {other}",
+        key="id",
+        fix="give one of them a different `id` or file name",
+    )
+
+
 def bot_files(paths: Iterable[Path]) -> list[Path]:
     """Bot files named by PATHs: files as given, directories' *.toml (not scenario files)."""
     found: list[Path] = []
@@ -98,14 +107,7 @@ def load_catalog(
         if isinstance(result, list):
             problems.extend(result)
         elif result.id in bots:
-            problems.append(
-                Problem(
-                    path,
-                    f"bot id {result.id!r} is already used by {bots[result.id].path}",
-                    key="id",
-                    fix="give one of them a different `id` or file name",
-                )
-            )
+            problems.append(id_clash(path, result.id, bots[result.id].path))
         else:
             bots[result.id] = result
     return CatalogSnapshot(MappingProxyType(bots), tuple(problems), bots_dir, prompts_dir, prompts)

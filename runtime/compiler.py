@@ -37,6 +37,7 @@ class CompiledTool:
     binding: ToolBinding
     name: str  # the name the LLM sees
     options: BaseModel
+    key: str = ""  # where it is bound: "tools[2]"
 
 
 @dataclass(frozen=True)
@@ -213,7 +214,7 @@ class _BotCheck:
                 )
                 continue
             seen[name] = index
-            tools.append(CompiledTool(binding, name, options))
+            tools.append(CompiledTool(binding, name, options, key))
         return tuple(tools)
 
     def check_tool_references(
@@ -244,8 +245,7 @@ class _BotCheck:
         ``variables_used() -> {option key: names}`` method on their options model."""
         declared = set(self.bot.variables)
         owners: list[tuple[str, BaseModel]] = [*provider_options.items()]
-        index_of = {id(binding): i for i, binding in enumerate(self.bot.tools)}
-        owners += [(f"tools[{index_of[id(tool.binding)]}]", tool.options) for tool in tools]
+        owners += [(tool.key, tool.options) for tool in tools]
         for prefix, options in owners:
             used = getattr(options, "variables_used", None)
             if not callable(used):

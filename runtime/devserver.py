@@ -27,11 +27,15 @@ HELP = """\
   /quit                        stop the server"""
 
 
-def banner(live: LiveCatalog) -> list[str]:
+def catalog_lines(live: LiveCatalog) -> list[str]:
     snapshot = live.current()
-    lines = [f"dialplan dev — {len(snapshot)} bot(s) from {live.bots_dir}"]
-    lines += [f"  {bot.id:24} {bot.version}" for bot in snapshot]
-    lines += [f"  ! {problem}" for problem in snapshot.problems]
+    lines = [f"  {bot.id:24} {bot.version}" for bot in snapshot]
+    return lines + [f"  ! {problem}" for problem in snapshot.problems]
+
+
+def banner(live: LiveCatalog) -> list[str]:
+    lines = [f"dialplan dev — {len(live.current())} bot(s) from {live.bots_dir}"]
+    lines += catalog_lines(live)
     lines.append(f"watching {live.bots_dir} and {live.prompts_dir} — saves reload, no restart")
     lines.append("terminal calls:")
     lines.append(HELP)
@@ -108,7 +112,7 @@ async def _commands(
         if words[0] == "/quit":
             return
         if words[0] == "/bots":
-            for text in banner(live)[1:-3]:
+            for text in catalog_lines(live):
                 out(text)
         elif words[0] == "/call" and len(words) >= 2:
             if await _call(live, registry, words[1], words[2:], queue, out):

@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from runtime.catalog import SCENARIO_SUFFIX, CatalogSnapshot, bot_files, default_prompts_dir
+from runtime.catalog import (
+    SCENARIO_SUFFIX,
+    CatalogSnapshot,
+    bot_files,
+    default_prompts_dir,
+    id_clash,
+)
 from runtime.compiler import BotCompiler, CompiledBot
 from runtime.errors import Problem
 from runtime.registry import Registry
@@ -138,6 +144,7 @@ class LiveCatalog:
         if not path.exists():
             self._file_problems.pop(path, None)
             self._file_ids.pop(path, None)
+            self._parsed.pop(path, None)
             if old_id is None or old is None:
                 return None
             del bots[old_id]
@@ -148,14 +155,7 @@ class LiveCatalog:
             return None  # the last good version (if any) keeps serving
         clash = bots.get(result.id)
         if clash is not None and clash.path.resolve() != path:
-            self._file_problems[path] = (
-                Problem(
-                    path,
-                    f"bot id {result.id!r} is already used by {clash.path}",
-                    key="id",
-                    fix="give one of them a different `id` or file name",
-                ),
-            )
+            self._file_problems[path] = (id_clash(path, result.id, clash.path),)
             return None
         self._file_problems[path] = ()
         if old_id is not None and old_id != result.id:
@@ -179,8 +179,6 @@ class LiveCatalog:
             prepare=lambda env: self.registry.hook.prepare_jinja_environment(env=env),
             facts=self._facts,
         )
-        for gone in [path for path in self._parsed if not path.exists()]:
-            del self._parsed[gone]
         return BotCompiler(self.registry, environment, parsed=self._parsed)
 
     def _snapshot(

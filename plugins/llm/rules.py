@@ -23,11 +23,22 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from runtime import CallContext, RegisterProvider, check_snippet, hookimpl, render_snippet
+from runtime import (
+    CallContext,
+    RegisterProvider,
+    check_snippet,
+    hookimpl,
+    render_snippet,
+    snippet_names,
+)
 
 
 def _check_template(value: str) -> str:
     return check_snippet(value)
+
+
+# what replies see besides the call's variables
+ENGINE_NAMES = frozenset({"match", "utterance", "result", "error"})
 
 
 class Rule(BaseModel):
@@ -70,6 +81,20 @@ class RulesOptions(BaseModel):
     @classmethod
     def _valid_template(cls, value: str) -> str:
         return _check_template(value)
+
+    def variables_used(self) -> dict[str, frozenset[str]]:
+        """Call variables each reply reads (beside the engine's own names), so a typo is
+        a validation error instead of a failure in the middle of a call."""
+        texts = {"default": self.default, "opening": self.opening}
+        for i, rule in enumerate(self.rules):
+            texts |= {f"rules[{i}].reply": rule.reply, f"rules[{i}].on_error": rule.on_error}
+            texts |= {
+                f"rules[{i}].arguments.{key}": value
+                for key, value in rule.arguments.items()
+                if isinstance(value, str)
+            }
+        used = {key: snippet_names(text) - ENGINE_NAMES for key, text in texts.items()}
+        return {key: names for key, names in used.items() if names}
 
     def referenced_tools(self) -> dict[str, str]:
         """Tool names these rules call, by key path, so validation can check the bot

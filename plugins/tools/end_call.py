@@ -19,6 +19,7 @@ from runtime import (
     check_snippet,
     hookimpl,
     render_snippet,
+    snippet_names,
 )
 
 
@@ -34,6 +35,9 @@ class EndCallOptions(BaseModel):
     @classmethod
     def _valid_template(cls, value: str) -> str:
         return check_snippet(value)
+
+    def variables_used(self) -> dict[str, frozenset[str]]:
+        return {"goodbye": snippet_names(self.goodbye)}
 
 
 def create_tool(options: EndCallOptions, call: CallContext) -> ToolDefinition:

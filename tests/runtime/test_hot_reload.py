@@ -277,3 +277,14 @@ async def test_a_broken_template_save_then_a_fix_through_the_watcher(
         await watching.until_version_changes("desk", old)
     assert not catalog.current().problems
     assert catalog.current().get("desk").static_prompt == "You are fixed. Speak warmly."
+
+
+def test_a_save_that_steals_another_bots_id_is_refused(project: Path, registry: Registry) -> None:
+    catalog = live(project, registry)
+    other = catalog.current().get("other")
+    path = project / "desk.toml"
+    path.write_text('id = "other"\n' + bot())
+    report = catalog.apply([path])
+    assert "bot id 'other' is already used by" in str(report.problems[0])
+    assert catalog.current().get("other") is other
+    assert report.still_serving == ("desk",)

@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
 from plugins.llm.rules import RulesEngine, RulesOptions
+from runtime.catalog import load_catalog
+from runtime.registry import Registry
 
 
 def engine(**options: object) -> RulesEngine:
@@ -83,3 +88,40 @@ def test_referenced_tools_for_validation() -> None:
         {"rules": [{"match": "a", "reply": "x"}, {"match": "b", "tool": "end_call"}]}
     )
     assert options.referenced_tools() == {"rules[1].tool": "end_call"}
+
+
+def test_replies_may_only_read_declared_variables(
+    registry: Registry, bot_dir: Callable[..., Path]
+) -> None:
+    bots = bot_dir(
+        "typo",
+        """
+        [prompt]
+        system = "x"
+        [variables]
+        clinic = "Bright Smile"
+        [llm]
+        provider = "rules"
+        default = "This is {{ clinc }}."
+        [[llm.rules]]
+        match = "(?P<day>monday)"
+        reply = "{{ match.day }} at {{ clinic }}, {{ utterance }}"
+        [[llm.rules]]
+        match = "bye"
+        tool = "end_call"
+        arguments = { reason = "{{ mood }}" }
+        [[tools]]
+        use = "end_call"
+        goodbye = "Bye from {{ clnic }}!"
+        """,
+    )
+    problems = sorted(str(p).split(": ", 1)[1] for p in load_catalog(bots, registry).problems)
+    assert problems == [
+        "llm.default: uses undefined variable `clinc` "
+        "(declare it under [variables]; did you mean `clinic`? declared: clinic)",
+        "llm.rules[1].arguments.reason: uses undefined variable `mood` "
+        "(declare it under [variables]; declared: clinic)",
+        "tools[0].goodbye: uses undefined variable `clnic` "
+        "(declare it under [variables]; did you mean `clinic`? "
+        "declared: clinic)",
+    ]
