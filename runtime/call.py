@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -115,6 +116,8 @@ class CallContext:
     # the transport's hands on the line; text mode and tests simulate it
     control: CallControl = field(default_factory=SimulatedControl)
     transferred_to: str | None = None
+    # live watchers of the timeline and transcript (a widget showing the call as it goes)
+    observers: list[Callable[[str, dict[str, Any]], None]] = field(default_factory=list)
     _clock_start: float = field(default_factory=time.monotonic)
     _ended: asyncio.Event | None = None
 
@@ -136,14 +139,17 @@ class CallContext:
     def add_event(self, type: str, **data: Any) -> CallEvent:
         event = CallEvent(type=type, at=self.elapsed(), data=data)
         self.events.append(event)
+        for observer in self.observers:
+            observer("event", {"event": event.model_dump(mode="json")})
         return event
 
     def add_transcript(
         self, role: Literal["bot", "customer"], text: str, interrupted: bool = False
     ) -> None:
-        self.transcript.append(
-            TranscriptEntry(role=role, text=text, at=self.elapsed(), interrupted=interrupted)
-        )
+        entry = TranscriptEntry(role=role, text=text, at=self.elapsed(), interrupted=interrupted)
+        self.transcript.append(entry)
+        for observer in self.observers:
+            observer("transcript", entry.model_dump(mode="json"))
 
     def request_end(
         self,

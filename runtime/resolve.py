@@ -19,6 +19,10 @@ from runtime.registry import PROVIDER_KINDS, ProviderEntry, Registry, ToolEntry
 from runtime.templates import PromptTemplate, TemplateFailure
 
 
+# a bot without an [stt], [tts] or [vad] table is heard and speaks offline
+OFFLINE_DEFAULTS = {"stt": "pocketsphinx", "tts": "piper", "vad": "silero"}
+
+
 @dataclass(frozen=True)
 class ResolvedProvider:
     entry: ProviderEntry
@@ -90,6 +94,9 @@ def _providers(
                 providers[kind] = ResolvedProvider(
                     registry.provider(kind, config.provider), bot.provider_options[kind]
                 )
+            elif (kind, OFFLINE_DEFAULTS.get(kind)) in registry.providers:
+                entry = registry.providers[(kind, OFFLINE_DEFAULTS[kind])]
+                providers[kind] = ResolvedProvider(entry, entry.options.model_validate({}))
             continue
         override = dict(override)
         name = override.pop("provider", None) or (config.provider if config else None)

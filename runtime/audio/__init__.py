@@ -1,0 +1,1 @@
+"""Audio helpers for telephony: G.711 codecs and PCM conversions."""

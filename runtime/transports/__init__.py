@@ -1,0 +1,1 @@
+"""WebSocket transports: Twilio Media Streams, Exotel, the generic protocol, the widget."""

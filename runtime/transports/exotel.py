@@ -1,0 +1,125 @@
+"""Exotel's voicebot (bidirectional stream) applet.
+
+Exotel sends ``connected``, ``start`` (``custom_parameters``, ``from``, ``to``), ``media``
+(base64 16-bit PCM, 8 kHz unless the stream URL asks ``?sample-rate=16000|24000``),
+``dtmf``, ``mark`` and ``stop``. We send ``media``, ``mark`` and ``clear``. Exotel wants
+outbound chunks of at least 100 ms in multiples of 320 bytes, so bot audio leaves in 100 ms
+messages, the last one of a segment padded with silence to a whole 20 ms frame.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from runtime.transports.wire import (
+    MAX_PAYLOAD_SECONDS,
+    Dtmf,
+    Ignored,
+    Inbound,
+    Malformed,
+    Mark,
+    Media,
+    Outbound,
+    Start,
+    Stop,
+    Wire,
+    decode_payload,
+    parse_json,
+    text_params,
+)
+
+SAMPLE_RATES = (8000, 16000, 24000)
+FRAMES_PER_MESSAGE = 5  # 5 x 20 ms = Exotel's 100 ms minimum chunk
+RESERVED_PARAMETERS = frozenset({"bot"})
+
+
+class ExotelWire(Wire):
+    transport = "exotel"
+
+    def __init__(self, sample_rate: int = 8000) -> None:
+        if sample_rate not in SAMPLE_RATES:
+            raise ValueError(f"sample-rate {sample_rate}: Exotel streams at 8000, 16000 or 24000")
+        self.sample_rate = sample_rate
+        self.stream_sid: str | None = None
+        self._batch: list[bytes] = []
+
+    def decode(self, message: str | bytes) -> Inbound:
+        data = parse_json(message)
+        if isinstance(data, Malformed):
+            return data
+        event = data.get("event")
+        if event == "media":
+            media = data.get("media")
+            if not isinstance(media, dict):
+                return Malformed("media event without a `media` object")
+            limit = int(self.sample_rate * 2 * MAX_PAYLOAD_SECONDS)
+            raw = decode_payload(media.get("payload"), max_bytes=limit)
+            if isinstance(raw, Malformed):
+                return raw
+            if len(raw) % 2:
+                return Malformed(
+                    f"media.payload has {len(raw)} bytes: 16-bit PCM needs an even count"
+                )
+            return Media(raw)
+        if event == "start":
+            return self._start(data)
+        if event == "mark":
+            name = (data.get("mark") or {}).get("name")
+            return Mark(name) if isinstance(name, str) else Malformed("mark.name is missing")
+        if event == "dtmf":
+            digit = (data.get("dtmf") or {}).get("digit")
+            return Dtmf(str(digit)) if digit is not None else Malformed("dtmf.digit is missing")
+        if event == "stop":
+            reason = (data.get("stop") or {}).get("reason") or "exotel sent stop"
+            return Stop(str(reason))
+        if event == "connected":
+            return Ignored()
+        return Malformed(f"unknown event {event!r}" if event else "a message without `event`")
+
+    def _start(self, data: dict[str, Any]) -> Inbound:
+        start = data.get("start")
+        if not isinstance(start, dict):
+            return Malformed("start event without a `start` object")
+        stream_sid = start.get("stream_sid") or data.get("stream_sid")
+        if not isinstance(stream_sid, str) or not stream_sid:
+            return Malformed("start.stream_sid is missing")
+        self.stream_sid = stream_sid
+        params = text_params(start.get("custom_parameters"))
+        return Start(
+            stream_id=stream_sid,
+            call_id=start.get("call_sid"),
+            bot=params["bot"] if isinstance(params.get("bot"), str) else None,
+            variables={k: v for k, v in params.items() if k not in RESERVED_PARAMETERS},
+            caller=_opt_str(start.get("from")),
+            callee=_opt_str(start.get("to")),
+            sample_rate=self.sample_rate,
+            echoes_marks=True,
+        )
+
+    def audio(self, pcm16: bytes) -> Outbound | None:
+        self._batch.append(pcm16)
+        if len(self._batch) < FRAMES_PER_MESSAGE:
+            return None
+        return self.flush_audio()
+
+    def flush_audio(self) -> Outbound | None:
+        if not self._batch:
+            return None
+        payload = base64.b64encode(b"".join(self._batch)).decode("ascii")
+        self._batch.clear()
+        return json.dumps(
+            {"event": "media", "stream_sid": self.stream_sid, "media": {"payload": payload}}
+        )
+
+    def mark(self, name: str) -> Outbound | None:
+        return json.dumps({"event": "mark", "stream_sid": self.stream_sid, "mark": {"name": name}})
+
+    def clear(self) -> Outbound | None:
+        self._batch.clear()
+        return json.dumps({"event": "clear", "stream_sid": self.stream_sid})
+
+
+def _opt_str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None

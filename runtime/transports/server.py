@@ -1,0 +1,305 @@
+"""The call server: every WebSocket transport and the browser widget in one aiohttp app.
+
+    POST /twilio/voice     Twilio's incoming-call webhook → TwiML <Connect><Stream>
+    GET  /twilio/stream    Twilio Media Streams (WebSocket)
+    GET  /exotel/stream    Exotel voicebot stream (WebSocket, ?sample-rate=8000|16000|24000)
+    GET  /ws               the generic protocol (JSON control + binary PCM)
+    GET  /                 the browser widget;  GET /api/bots  the bots it offers
+    GET  /healthz          calls in progress and capacity
+
+`dialplan serve` runs it in production; `dialplan dev` runs it beside the terminal.
+Each call takes the catalog snapshot of the moment it starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from runtime.call import CallRequest
+from runtime.catalog import CatalogSnapshot
+from runtime.errors import DialplanError
+from runtime.record import CallRecord, DisconnectedBy
+from runtime.registry import Registry
+from runtime.resolve import plan_call
+from runtime.transports.exotel import ExotelWire
+from runtime.transports.generic import GenericWire
+from runtime.transports.stream_call import StartFailed, StreamCall, await_start, send_error
+from runtime.transports.twilio import TwilioWire, connect_stream_twiml, refuse_twiml
+from runtime.transports.wire import Start, Wire
+
+log = logging.getLogger("dialplan.server")
+WIDGET_DIR = Path(__file__).parent / "widget"
+RECENT_RECORDS = 200
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_concurrent_calls: int = 20
+    default_bot: str | None = None  # for streams and webhooks that name no bot
+    public_url: str | None = None  # how Twilio reaches us, e.g. https://bots.example.com
+    twilio_auth_token: str | None = None  # set: webhooks must carry a valid signature
+    recordings_dir: Path = Path("recordings")
+    records_dir: Path | None = None  # set: every call record is also written there as JSON
+    record_all: bool = False  # record every call, not only bots with [recording] enabled
+    busy_message: str = "All our lines are busy right now. Please call again in a few minutes."
+
+
+@dataclass
+class CallServer:
+    catalog: Callable[[], CatalogSnapshot]
+    registry: Registry
+    config: ServerConfig = field(default_factory=ServerConfig)
+    records: deque[CallRecord] = field(default_factory=lambda: deque(maxlen=RECENT_RECORDS))
+    listeners: list[Callable[[CallRecord], None]] = field(default_factory=list)
+    active: int = 0
+    _runner: web.AppRunner | None = None
+    _sockets: set[web.WebSocketResponse] = field(default_factory=set)
+    url: str = ""
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.add_routes(
+            [
+                web.post("/twilio/voice", self.twilio_webhook),
+                web.get("/twilio/stream", self.twilio_stream),
+                web.get("/exotel/stream", self.exotel_stream),
+                web.get("/ws", self.generic_stream),
+                web.get("/api/bots", self.list_bots),
+                web.get("/healthz", self.health),
+                web.get("/", self.widget_page),
+            ]
+        )
+        if WIDGET_DIR.is_dir():
+            app.router.add_static("/widget/", WIDGET_DIR)
+        return app
+
+    async def start(self) -> str:
+        self._runner = web.AppRunner(self.app(), handle_signals=False, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+        return self.url
+
+    async def stop(self) -> None:
+        for ws in list(self._sockets):
+            with contextlib.suppress(Exception):
+                await ws.close(code=1001, message=b"server shutting down")
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- HTTP --------------------------------------------------------------------------
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"active_calls": self.active, "max_concurrent_calls": self.config.max_concurrent_calls}
+        )
+
+    async def list_bots(self, request: web.Request) -> web.Response:
+        bots = [
+            {
+                "id": bot.id,
+                "version": bot.version,
+                "description": bot.bot.description,
+                "variables": {
+                    name: {"default": spec.default, "required": spec.required}
+                    for name, spec in bot.bot.variables.items()
+                },
+            }
+            for bot in self.catalog()
+        ]
+        return web.json_response({"bots": bots, "default": self.config.default_bot})
+
+    async def widget_page(self, request: web.Request) -> web.StreamResponse:
+        index = WIDGET_DIR / "index.html"
+        if not index.is_file():
+            raise web.HTTPNotFound(text="the widget is not installed")
+        return web.FileResponse(index)
+
+    async def twilio_webhook(self, request: web.Request) -> web.Response:
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        if self.config.twilio_auth_token and not self._twilio_signed(request, form):
+            log.warning("rejected a Twilio webhook with a missing or invalid signature")
+            raise web.HTTPForbidden(text="invalid X-Twilio-Signature")
+        bot = request.query.get("bot") or self.config.default_bot
+        caller, callee = form.get("From", ""), form.get("To", "")
+        if self.active >= self.config.max_concurrent_calls:
+            self._finish(
+                self._unstarted_record(
+                    CallRequest(bot=bot or "", transport="twilio", caller=caller, callee=callee),
+                    DisconnectedBy.REJECTED,
+                    f"at capacity ({self.active}/{self.config.max_concurrent_calls} calls)",
+                )
+            )
+            return _twiml(refuse_twiml(self.config.busy_message))
+        parameters = {"caller": caller, "callee": callee}
+        if bot:
+            parameters["bot"] = bot
+        return _twiml(connect_stream_twiml(self._stream_url(request), parameters))
+
+    def _twilio_signed(self, request: web.Request, form: dict[str, str]) -> bool:
+        from twilio.request_validator import RequestValidator
+
+        signature = request.headers.get("X-Twilio-Signature", "")
+        validator = RequestValidator(self.config.twilio_auth_token)
+        return bool(signature) and validator.validate(self._public(request), form, signature)
+
+    def _public(self, request: web.Request) -> str:
+        """The URL Twilio called (behind a proxy, as configured by ``public_url``)."""
+        if self.config.public_url:
+            return self.config.public_url.rstrip("/") + request.path_qs
+        proto = request.headers.get("X-Forwarded-Proto", request.scheme)
+        return f"{proto}://{request.host}{request.path_qs}"
+
+    def _stream_url(self, request: web.Request) -> str:
+        base = self._public(request).split("/twilio/voice")[0]
+        return base.replace("https://", "wss://").replace("http://", "ws://") + "/twilio/stream"
+
+    # -- WebSocket transports ----------------------------------------------------------
+
+    async def twilio_stream(self, request: web.Request) -> web.WebSocketResponse:
+        return await self._serve_stream(request, TwilioWire())
+
+    async def exotel_stream(self, request: web.Request) -> web.WebSocketResponse:
+        try:
+            wire = ExotelWire(int(request.query.get("sample-rate", "8000")))
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
+        return await self._serve_stream(request, wire)
+
+    async def generic_stream(self, request: web.Request) -> web.WebSocketResponse:
+        return await self._serve_stream(request, GenericWire())
+
+    async def _serve_stream(self, request: web.Request, wire: Wire) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=None, max_msg_size=1 << 20)
+        await ws.prepare(request)
+        self._sockets.add(ws)
+        try:
+            await self._converse(ws, wire)
+        finally:
+            self._sockets.discard(ws)
+        return ws
+
+    async def _converse(self, ws: web.WebSocketResponse, wire: Wire) -> None:
+        try:
+            start = await await_start(ws, wire)
+        except StartFailed as exc:
+            log.info("%s stream closed before a call: %s", wire.transport, exc)
+            await send_error(ws, wire, str(exc))
+            await ws.close(code=1008, message=str(exc).encode()[:120])
+            return
+        request = self._request(start, wire)
+        if self.active >= self.config.max_concurrent_calls:
+            cause = f"at capacity ({self.active}/{self.config.max_concurrent_calls} calls)"
+            self._finish(self._unstarted_record(request, DisconnectedBy.REJECTED, cause))
+            await send_error(ws, wire, cause)
+            await ws.close(code=1013, message=f"{cause}: try again later".encode()[:120])
+            return
+        self.active += 1
+        try:
+            try:
+                plan = plan_call(self.catalog(), request, self.registry)
+            except DialplanError as exc:
+                self._finish(self._unstarted_record(request, DisconnectedBy.ERROR, str(exc)))
+                await send_error(ws, wire, str(exc))
+                await ws.close(code=1008, message=str(exc).splitlines()[0].encode()[:120])
+                return
+            record_audio = self.config.record_all or plan.bot.bot.recording.enabled
+            call = StreamCall(ws, wire, plan, start, record_audio=record_audio)
+            record = await call.run()
+            if call.recorder is not None:
+                record.recording_key = self._store_recording(record, call)
+            self._finish(record)
+        finally:
+            self.active -= 1
+
+    def _request(self, start: Start, wire: Wire) -> CallRequest:
+        bot = start.bot or self.config.default_bot or _only_bot(self.catalog()) or ""
+        return CallRequest(
+            bot=bot,
+            variables=start.variables,
+            transport=wire.transport,
+            caller=start.caller,
+            callee=start.callee,
+        )
+
+    # -- records -----------------------------------------------------------------------
+
+    def _unstarted_record(
+        self, request: CallRequest, disconnected_by: DisconnectedBy, cause: str
+    ) -> CallRecord:
+        """A call that never conversed still leaves a record (refused, or set-up failed)."""
+        snapshot = self.catalog()
+        version = snapshot.bots[request.bot].version if request.bot in snapshot.bots else ""
+        now = dt.datetime.now(dt.timezone.utc)
+        return CallRecord(
+            session_id=request.session_id,
+            bot_id=request.bot,
+            bot_version=version,
+            transport=request.transport,
+            caller=request.caller,
+            callee=request.callee,
+            variables=request.variables,
+            started_at=now,
+            ended_at=now,
+            disconnected_by=disconnected_by,
+            cause=cause,
+        )
+
+    def _store_recording(self, record: CallRecord, call: StreamCall) -> str:
+        assert call.recorder is not None
+        path = self.config.recordings_dir / f"{record.session_id}.wav"
+        call.recorder.write(path)
+        stored = self.registry.hook.store_recording(record=record, path=str(path))
+        return stored or str(path)
+
+    def _finish(self, record: CallRecord) -> None:
+        self.records.append(record)
+        if self.config.records_dir is not None:
+            self.config.records_dir.mkdir(parents=True, exist_ok=True)
+            target = self.config.records_dir / f"{record.session_id}.json"
+            target.write_text(record.model_dump_json(indent=2))
+        try:
+            self.registry.hook.call_ended(record=record)
+        except Exception:  # a plugin's bug must not lose the record for everyone else
+            log.exception("a call_ended hook failed for %s", record.session_id)
+        for listener in self.listeners:
+            listener(record)
+
+
+def _only_bot(snapshot: CatalogSnapshot) -> str | None:
+    ids = list(snapshot.bots)
+    return ids[0] if len(ids) == 1 else None
+
+
+def _twiml(body: str) -> web.Response:
+    return web.Response(text=body, content_type="text/xml")
+
+
+async def serve_forever(server: CallServer, banner: Callable[[str], None] = print) -> None:
+    url = await server.start()
+    banner(url)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await server.stop()
+
+
+def record_json(record: CallRecord) -> str:
+    return json.dumps(record.model_dump(mode="json"), indent=2)

@@ -1,0 +1,251 @@
+"""One call over a media-stream WebSocket, whatever the protocol (see `wire.py`).
+
+The socket's audio goes into a livekit-agents ``AgentSession`` through ``CallerAudioInput``
+and comes back through ``PacedAudioOutput``: the same pipeline as in a LiveKit room. The
+call ends when the caller leaves (``stop`` or the socket closes: ``customer``) or the bot
+ends it (its goodbye is played out first, then the socket is closed: the line is down).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from runtime.call import CallContext
+from runtime.record import CallRecord, DisconnectedBy
+from runtime.resolve import CallPlan
+from runtime.transports.line_control import StreamControl
+from runtime.transports.media import CallerAudioInput, MediaSink, PacedAudioOutput
+from runtime.transports.recorder import StereoRecorder
+from runtime.transports.wire import Dtmf, Malformed, Mark, Media, Outbound, Start, Stop, Wire
+
+START_TIMEOUT = 10.0  # a client that never says `start` is not kept waiting for
+MAX_MALFORMED = 50  # after this many unusable messages the call ends as `error`
+REPORTED_MALFORMED = 5  # the timeline keeps the first few, then counts
+
+
+class StartFailed(Exception):
+    """The socket closed or misbehaved before a usable ``start``."""
+
+
+async def await_start(ws: web.WebSocketResponse, wire: Wire) -> Start:
+    """Read until the protocol's ``start``; media before it is dropped, garbage reported."""
+
+    async def read() -> Start:
+        dropped = 0
+        async for message in ws:
+            if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                break
+            event = wire.decode(message.data)
+            if isinstance(event, Start):
+                return event
+            if isinstance(event, Stop):
+                raise StartFailed("the client stopped before `start`")
+            if isinstance(event, Malformed):
+                await send_error(ws, wire, event.reason)
+            elif isinstance(event, Media):
+                dropped += 1  # no call yet to give it to
+        suffix = f" ({dropped} media messages before it were dropped)" if dropped else ""
+        raise StartFailed("the socket closed before `start`" + suffix)
+
+    try:
+        return await asyncio.wait_for(read(), START_TIMEOUT)
+    except asyncio.TimeoutError:
+        raise StartFailed(f"no `start` message within {START_TIMEOUT:g} s") from None
+
+
+async def send_error(ws: web.WebSocketResponse, wire: Wire, reason: str) -> None:
+    notice = wire.notice("error", {"message": reason})
+    if notice is not None and not ws.closed:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await _send(ws, notice)
+
+
+async def _send(ws: web.WebSocketResponse, message: Outbound) -> None:
+    if isinstance(message, bytes):
+        await ws.send_bytes(message)
+    else:
+        await ws.send_str(message)
+
+
+class StreamCall(MediaSink):
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        wire: Wire,
+        plan: CallPlan,
+        start: Start,
+        *,
+        record_audio: bool,
+    ) -> None:
+        self.ws = ws
+        self.wire = wire
+        self.plan = plan
+        self.start_event = start
+        self.recorder = StereoRecorder(start.sample_rate) if record_audio else None
+        self.malformed = 0
+        self.output: PacedAudioOutput | None = None
+        self._speech_ended_at: float | None = None
+        self.call: CallContext | None = None
+
+    # -- MediaSink: what the paced output sends ------------------------------------------
+
+    async def send_audio(self, pcm16: bytes) -> None:
+        message = self.wire.audio(pcm16)
+        if message is not None:
+            await _send(self.ws, message)
+
+    async def send_mark(self, name: str) -> None:
+        pending = self.wire.flush_audio()
+        if pending is not None:
+            await _send(self.ws, pending)
+        mark = self.wire.mark(name)
+        if mark is not None:
+            await _send(self.ws, mark)
+
+    async def send_clear(self) -> None:
+        if self.recorder is not None:
+            self.recorder.truncate_bot()
+        clear = self.wire.clear()
+        if clear is not None and not self.ws.closed:
+            await _send(self.ws, clear)
+
+    # -- the call ----------------------------------------------------------------------
+
+    async def run(self) -> CallRecord:
+        from runtime.session import build_call_session  # livekit: only when a call runs
+
+        rate = self.start_event.sample_rate
+        call_session = build_call_session(self.plan, text_only=False)
+        call = self.call = call_session.call
+        call.control = StreamControl(self.wire.transport, self.start_event, self)
+        call.observers.append(self.notify)
+        audio_in = CallerAudioInput(rate)
+        self.output = PacedAudioOutput(
+            self,
+            rate,
+            echoes_marks=self.start_event.echoes_marks,
+            tap=self.recorder.bot if self.recorder else None,
+            on_segment_start=self._bot_started_speaking,
+        )
+        session = call_session.session
+        session.input.audio = audio_in
+        session.output.audio = self.output
+        session.on("user_state_changed", self._user_state)
+        self.notify(
+            "started",
+            {
+                "session_id": call.session_id,
+                "bot": call.bot_id,
+                "bot_version": call.bot_version,
+                "sample_rate": rate,
+            },
+        )
+        call.add_event(
+            "stream_started",
+            transport=self.wire.transport,
+            stream_id=self.start_event.stream_id,
+            call_id=self.start_event.call_id,
+            sample_rate=rate,
+        )
+        disconnected_by, cause = DisconnectedBy.CUSTOMER, None
+        reader = asyncio.create_task(self._read(audio_in, call_session.call))
+        try:
+            await call_session.start()
+            bot_done = asyncio.create_task(call_session.finished.wait())
+            done, _ = await asyncio.wait({reader, bot_done}, return_when=asyncio.FIRST_COMPLETED)
+            if reader in done:
+                bot_done.cancel()
+                disconnected_by, cause = reader.result()
+            else:
+                reader.cancel()
+        except Exception as exc:  # the pipeline failed: end the call, keep the record
+            disconnected_by, cause = DisconnectedBy.ERROR, f"{type(exc).__name__}: {exc}"
+            reader.cancel()
+        audio_in.close()
+        record = await call_session.close(disconnected_by, cause=cause)
+        await self.output.aclose()
+        await self._hang_up(record)
+        return record
+
+    async def _read(
+        self, audio_in: CallerAudioInput, call: CallContext
+    ) -> tuple[DisconnectedBy, str]:
+        """Feed the caller's audio until they leave; returns why the line closed."""
+        assert self.output is not None
+        async for message in self.ws:
+            if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                break
+            event = self.wire.decode(message.data)
+            if isinstance(event, Media):
+                audio_in.push(event.pcm16)
+                if self.recorder is not None:
+                    self.recorder.caller(event.pcm16)
+            elif isinstance(event, Mark):
+                self.output.mark_played(event.name)
+            elif isinstance(event, Dtmf):
+                call.add_event("dtmf", direction="in", digit=event.digit)
+            elif isinstance(event, Stop):
+                return DisconnectedBy.CUSTOMER, event.reason
+            elif isinstance(event, Malformed):
+                self.malformed += 1
+                if self.malformed <= REPORTED_MALFORMED:
+                    call.add_event("transport_error", error=event.reason)
+                await send_error(self.ws, self.wire, event.reason)
+                if self.malformed >= MAX_MALFORMED:
+                    return DisconnectedBy.ERROR, (
+                        f"{self.malformed} malformed messages from the client; last: {event.reason}"
+                    )
+            elif isinstance(event, Start):
+                await send_error(self.ws, self.wire, "a second `start` on a running call: ignored")
+        code = self.ws.close_code
+        return DisconnectedBy.CUSTOMER, f"the socket closed (code {code})"
+
+    async def _hang_up(self, record: CallRecord) -> None:
+        """The line goes down: tell clients that listen why, then close the socket."""
+        if self.ws.closed:
+            return
+        self.notify(
+            "ended",
+            {
+                "session_id": record.session_id,
+                "disconnected_by": record.disconnected_by,
+                "cause": record.cause,
+            },
+        )
+        await asyncio.sleep(0)  # let the notice leave before the close frame
+        reason = f"call ended: {record.disconnected_by}".encode()[:120]
+        code = 1011 if record.disconnected_by == DisconnectedBy.ERROR.value else 1000
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self.ws.close(code=code, message=reason)
+
+    # -- live activity -----------------------------------------------------------------
+
+    def notify(self, kind: str, data: dict[str, Any]) -> None:
+        message = self.wire.notice(kind, data)
+        if message is None or self.ws.closed:
+            return
+        task = asyncio.ensure_future(_send(self.ws, message))
+        task.add_done_callback(_retrieve)
+
+    def _user_state(self, event: Any) -> None:
+        if event.old_state == "speaking" and event.new_state != "speaking":
+            self._speech_ended_at = time.monotonic()
+
+    def _bot_started_speaking(self) -> None:
+        """Voice-to-voice latency as the server sees it: VAD end of speech → first frame."""
+        if self._speech_ended_at is None or self.output is None:
+            return
+        latency = time.monotonic() - self._speech_ended_at
+        self._speech_ended_at = None
+        if self.call is not None:
+            self.call.add_event("bot_audio", latency_ms=round(latency * 1000, 1))
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()

@@ -1,0 +1,68 @@
+"""A call server on a loopback port with the instant fake voice providers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from runtime.catalog import load_catalog
+from runtime.registry import load_registry
+from runtime.transports.server import CallServer, ServerConfig
+from tests.voice_fakes import FakeVoicePlugin
+
+FAKE_BOT = """
+[prompt]
+system = "You answer the test line."
+greeting = "Hello, this is the test line."
+[llm]
+provider = "rules"
+default = "Sorry, say that again?"
+[[llm.rules]]
+match = "hours"
+reply = "We are open nine to five."
+[[llm.rules]]
+match = "bye"
+tool = "end_call"
+[[tools]]
+use = "end_call"
+goodbye = "Goodbye now."
+[stt]
+provider = "scripted"
+lines = {lines}
+[tts]
+provider = "tone"
+[vad]
+provider = "energy"
+[turn]
+min_endpointing_delay = "0.2s"
+"""
+
+
+@pytest.fixture
+def fake_bot(bot_dir: Callable[..., Path]) -> Callable[..., Path]:
+    def write(lines: list[str], name: str = "line") -> Path:
+        quoted = "[" + ", ".join(f'"{line}"' for line in lines) + "]"
+        return bot_dir(name, FAKE_BOT.replace("{lines}", quoted))
+
+    return write
+
+
+@pytest.fixture
+async def serve(tmp_path: Path) -> AsyncIterator[Callable[..., CallServer]]:
+    servers: list[CallServer] = []
+
+    async def start(bots: Path, **config: object) -> CallServer:
+        registry = load_registry(extra_plugins=[("fake_voice", FakeVoicePlugin())])
+        snapshot = load_catalog(bots, registry)
+        assert not snapshot.problems, snapshot.problems
+        options = {"port": 0, "recordings_dir": tmp_path / "recordings", **config}
+        server = CallServer(lambda: snapshot, registry, ServerConfig(**options))  # type: ignore[arg-type]
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield start  # type: ignore[misc]
+    for server in servers:
+        await server.stop()
