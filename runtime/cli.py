@@ -120,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     schema = commands.add_parser("schema", help="print the JSON Schema of a bot file")
     schema.set_defaults(handler=cmd_schema)
+
+    from runtime.cli_voice import add_voice_commands
+
+    add_voice_commands(commands, Path(os.environ.get("DIALPLAN_BOTS", DEFAULT_BOTS)))
     return parser
 
 

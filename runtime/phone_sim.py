@@ -68,6 +68,7 @@ class SimulatedCaller:
         quiet_after_reply: float = 0.8,
         reply_timeout: float = 20.0,
         keep_bot_audio: bool = False,
+        on_line: Callable[[str], None] | None = None,
     ) -> None:
         self.url = url
         self.parameters = {"caller": caller, "callee": callee, **(variables or {})}
@@ -76,6 +77,7 @@ class SimulatedCaller:
         self.quiet_after_reply = quiet_after_reply
         self.reply_timeout = reply_timeout
         self.keep_bot_audio = keep_bot_audio
+        self.on_line = on_line
         self.stream_sid = "MZ" + uuid.uuid4().hex
         self.report = CallerReport()
         self._outgoing: asyncio.Queue[bytes] = asyncio.Queue()
@@ -100,6 +102,8 @@ class SimulatedCaller:
                     if self._closed.is_set():
                         break
                     pcm = await synthesize(line)
+                    if self.on_line is not None:
+                        self.on_line(line)
                     await self._speak(line, pcm)
                     await self._wait_for_bot()
                 if not self._closed.is_set():

@@ -18,7 +18,6 @@ from runtime.errors import CallSetupError, Problem
 from runtime.registry import PROVIDER_KINDS, ProviderEntry, Registry, ToolEntry
 from runtime.templates import PromptTemplate, TemplateFailure
 
-
 # a bot without an [stt], [tts] or [vad] table is heard and speaks offline
 OFFLINE_DEFAULTS = {"stt": "pocketsphinx", "tts": "piper", "vad": "silero"}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from typing import Any
 
 import numpy as np
 from livekit import rtc
@@ -68,7 +69,7 @@ class EnergyVADStream(vad.VADStream):
                 while prefix and prefix_seconds - prefix[0].duration >= keep:
                     prefix_seconds -= prefix.popleft().duration
             timestamp = samples / item.sample_rate
-            event_args = {
+            event_args: dict[str, Any] = {
                 "samples_index": samples,
                 "timestamp": timestamp,
                 "speech_duration": speech,

@@ -97,7 +97,7 @@ class PacedAudioOutput(io.AudioOutput):
     ) -> None:
         super().__init__(
             label="dialplan.socket",
-            capabilities=io.AudioOutputCapabilities(pause=False),
+            capabilities=io.AudioOutputCapabilities(pause=True),
             sample_rate=sample_rate,
         )
         self.stats = OutboundStats()
@@ -116,6 +116,9 @@ class PacedAudioOutput(io.AudioOutput):
         self._pending_marks: dict[str, asyncio.TimerHandle] = {}
         self._capturing = False
         self._closed = False
+        self._playing = asyncio.Event()  # cleared while livekit pauses us (a false barge-in)
+        self._playing.set()
+        self._generation = 0  # counts clears
 
     # -- AudioOutput -------------------------------------------------------------------
 
@@ -138,6 +141,8 @@ class PacedAudioOutput(io.AudioOutput):
         self._queue.put_nowait(f"seg-{self._segment}")
 
     def clear_buffer(self) -> None:
+        self._generation += 1
+        self._playing.set()
         self._chunker.clear()
         while not self._queue.empty():
             self._queue.get_nowait()
@@ -159,6 +164,14 @@ class PacedAudioOutput(io.AudioOutput):
         task.add_done_callback(_ignore_send_errors)
         for _ in range(open_segments):
             self.on_playback_finished(playback_position=played, interrupted=True)
+
+    def pause(self) -> None:
+        super().pause()
+        self._playing.clear()
+
+    def resume(self) -> None:
+        super().resume()
+        self._playing.set()
 
     # -- the far end -------------------------------------------------------------------
 
@@ -184,6 +197,11 @@ class PacedAudioOutput(io.AudioOutput):
         frame_seconds = FRAME_SECONDS
         while True:
             item = await self._queue.get()
+            if not self._playing.is_set():
+                generation = self._generation
+                await self._playing.wait()
+                if generation != self._generation:
+                    continue  # cleared while paused: this frame belongs to dropped speech
             if isinstance(item, str):
                 await self._end_segment(item)
                 continue

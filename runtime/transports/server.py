@@ -22,10 +22,11 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
-from runtime.call import CallRequest
+from runtime.call import CallOverrides, CallRequest
 from runtime.catalog import CatalogSnapshot
 from runtime.errors import DialplanError
 from runtime.record import CallRecord, DisconnectedBy
@@ -54,6 +55,7 @@ class ServerConfig:
     records_dir: Path | None = None  # set: every call record is also written there as JSON
     record_all: bool = False  # record every call, not only bots with [recording] enabled
     busy_message: str = "All our lines are busy right now. Please call again in a few minutes."
+    overrides: CallOverrides | None = None  # applied to every call (e.g. a simulation's grammar)
 
 
 @dataclass
@@ -63,6 +65,8 @@ class CallServer:
     config: ServerConfig = field(default_factory=ServerConfig)
     records: deque[CallRecord] = field(default_factory=lambda: deque(maxlen=RECENT_RECORDS))
     listeners: list[Callable[[CallRecord], None]] = field(default_factory=list)
+    # live watchers of every call's transcript and timeline: (kind, data)
+    observers: list[Callable[[str, dict[str, Any]], None]] = field(default_factory=list)
     active: int = 0
     _runner: web.AppRunner | None = None
     _sockets: set[web.WebSocketResponse] = field(default_factory=set)
@@ -221,7 +225,9 @@ class CallServer:
                 await ws.close(code=1008, message=str(exc).splitlines()[0].encode()[:120])
                 return
             record_audio = self.config.record_all or plan.bot.bot.recording.enabled
-            call = StreamCall(ws, wire, plan, start, record_audio=record_audio)
+            call = StreamCall(
+                ws, wire, plan, start, record_audio=record_audio, observers=self.observers
+            )
             record = await call.run()
             if call.recorder is not None:
                 record.recording_key = self._store_recording(record, call)
@@ -237,6 +243,7 @@ class CallServer:
             transport=wire.transport,
             caller=start.caller,
             callee=start.callee,
+            overrides=self.config.overrides or CallOverrides(),
         )
 
     # -- records -----------------------------------------------------------------------

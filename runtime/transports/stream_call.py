@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -81,6 +82,7 @@ class StreamCall(MediaSink):
         start: Start,
         *,
         record_audio: bool,
+        observers: Sequence[Callable[[str, dict[str, Any]], None]] = (),
     ) -> None:
         self.ws = ws
         self.wire = wire
@@ -88,6 +90,7 @@ class StreamCall(MediaSink):
         self.start_event = start
         self.recorder = StereoRecorder(start.sample_rate) if record_audio else None
         self.malformed = 0
+        self.observers = list(observers)
         self.output: PacedAudioOutput | None = None
         self._speech_ended_at: float | None = None
         self.call: CallContext | None = None
@@ -124,6 +127,7 @@ class StreamCall(MediaSink):
         call = self.call = call_session.call
         call.control = StreamControl(self.wire.transport, self.start_event, self)
         call.observers.append(self.notify)
+        call.observers.extend(self.observers)
         audio_in = CallerAudioInput(rate)
         self.output = PacedAudioOutput(
             self,

@@ -1,0 +1,261 @@
+"""`dialplan serve` (the call server) and `dialplan simulate` (a phone call, offline)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import re
+import statistics
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runtime.cli_args import UsageError, parse_vars
+
+if TYPE_CHECKING:
+    from runtime.registry import Registry
+    from runtime.transports.server import CallServer
+
+DEFAULT_PORT = 8080
+CALLER_VOICE = {"provider": "piper", "deterministic": True}
+
+
+def add_voice_commands(commands: Any, default_bots: Path) -> None:
+    serve = commands.add_parser(
+        "serve", help="the call server: Twilio, Exotel and generic WebSockets, browser widget"
+    )
+    serve.add_argument("bots_dir", nargs="?", type=Path, default=default_bots, metavar="BOTS_DIR")
+    serve.add_argument("--prompts", type=Path, help="prompts directory (default: ../prompts)")
+    _server_arguments(serve)
+    serve.add_argument(
+        "--watch", action="store_true", help="reload bots and templates when files change"
+    )
+    serve.set_defaults(handler=cmd_serve)
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="a simulated phone call: synthesized caller lines over Twilio Media Streams",
+    )
+    simulate.add_argument("bot", help="bot id")
+    simulate.add_argument("--bots", type=Path, default=default_bots, help="bots directory")
+    simulate.add_argument("--prompts", type=Path, help="prompts directory (default: ../prompts)")
+    simulate.add_argument("--script", type=Path, help="the caller's lines, one per line")
+    simulate.add_argument("--say", action="append", default=[], metavar="TEXT")
+    simulate.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
+    simulate.add_argument(
+        "--exact",
+        action="store_true",
+        help="pocketsphinx listens for exactly the script's lines (a grammar): exact transcripts",
+    )
+    simulate.add_argument("--recordings", type=Path, default=Path("recordings"))
+    simulate.add_argument(
+        "--record", metavar="PATH", help="write the call record JSON ('-' prints)"
+    )
+    simulate.set_defaults(handler=cmd_simulate)
+
+
+def _server_arguments(parser: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    parser.add_argument("--host", default=env("DIALPLAN_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(env("DIALPLAN_PORT", DEFAULT_PORT)))
+    parser.add_argument(
+        "--max-calls",
+        type=int,
+        default=int(env("DIALPLAN_MAX_CALLS", "20")),
+        help="max_concurrent_calls: the next caller is refused (default 20)",
+    )
+    parser.add_argument("--default-bot", default=env("DIALPLAN_DEFAULT_BOT"))
+    parser.add_argument(
+        "--public-url",
+        default=env("DIALPLAN_PUBLIC_URL"),
+        help="how Twilio reaches this server (for TwiML stream URLs and signatures)",
+    )
+    parser.add_argument("--records", type=Path, help="also write each call record as JSON here")
+    parser.add_argument("--recordings", type=Path, default=Path("recordings"))
+    parser.add_argument("--record-all", action="store_true", help="record every call's audio")
+
+
+def _live_catalog(bots: Path, prompts: Path | None, registry: Registry) -> Any:
+    from runtime.live_catalog import LiveCatalog
+
+    if not bots.is_dir():
+        raise UsageError(f"{bots}: not a directory")
+    return LiveCatalog(bots, registry, prompts)
+
+
+def server_config(args: argparse.Namespace) -> Any:
+    from runtime.transports.server import ServerConfig
+
+    if args.max_calls < 0:
+        raise UsageError("--max-calls must be 0 or more")
+    return ServerConfig(
+        host=args.host,
+        port=args.port,
+        max_concurrent_calls=args.max_calls,
+        default_bot=args.default_bot,
+        public_url=args.public_url,
+        twilio_auth_token=os.environ.get("TWILIO_AUTH_TOKEN") or None,
+        recordings_dir=args.recordings,
+        records_dir=args.records,
+        record_all=args.record_all,
+    )
+
+
+def endpoint_lines(server: CallServer) -> list[str]:
+    url = server.url
+    ws = url.replace("http://", "ws://")
+    return [
+        f"  browser widget      {url}/",
+        f"  Twilio webhook      POST {url}/twilio/voice   (stream: {ws}/twilio/stream)",
+        f"  Exotel voicebot     {ws}/exotel/stream?sample-rate=8000",
+        f"  generic WebSocket   {ws}/ws",
+        f"  capacity            {server.config.max_concurrent_calls} concurrent calls",
+    ]
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from runtime.registry import load_registry
+
+    registry = load_registry()
+    for failure in registry.failures:
+        print(f"warning: {failure}", file=sys.stderr)
+    live = _live_catalog(args.bots_dir, args.prompts, registry)
+    config = server_config(args)
+    for problem in live.current().problems:
+        print(f"error: {problem}", file=sys.stderr)
+    try:
+        asyncio.run(_serve(live, registry, config, watch=args.watch))
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    return 0
+
+
+async def _serve(live: Any, registry: Registry, config: Any, *, watch: bool) -> None:
+    from runtime.devserver import describe_reload
+    from runtime.transports.server import CallServer
+
+    server = CallServer(live.current, registry, config)
+    await server.start()
+    print(f"dialplan serve — {len(live.current())} bot(s) from {live.bots_dir}", flush=True)
+    for line in endpoint_lines(server):
+        print(line, flush=True)
+    stop = asyncio.Event()
+    tasks = []
+    if watch:
+        from runtime.watch import watch_catalog
+
+        def on_reload(report: Any) -> None:
+            for line in describe_reload(report):
+                print(line, flush=True)
+
+        tasks.append(asyncio.create_task(watch_catalog(live, on_reload, stop=stop)))
+        print(f"  watching            {live.bots_dir} and {live.prompts_dir}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        stop.set()
+        for task in tasks:
+            await task
+        await server.stop()
+
+
+# -- simulate --------------------------------------------------------------------------
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from runtime.registry import load_registry
+
+    lines = list(args.say)
+    if args.script:
+        try:
+            text = args.script.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"--script {args.script}: {exc.strerror}") from None
+        lines += [ln.strip() for ln in text.splitlines() if ln.strip() and ln[:1] != "#"]
+    if not lines:
+        raise UsageError("give the caller something to say: --script FILE or --say TEXT")
+    registry = load_registry()
+    live = _live_catalog(args.bots, args.prompts, registry)
+    bot = live.current().get(args.bot)
+    variables = parse_vars(args.var, [])
+    status = asyncio.run(_simulate(args, live, registry, bot, lines, variables))
+    gc.collect()  # livekit's native handles must go before its FFI shuts down at exit
+    return status
+
+
+async def _simulate(
+    args: argparse.Namespace,
+    live: Any,
+    registry: Registry,
+    bot: Any,
+    lines: list[str],
+    variables: dict[str, Any],
+) -> int:
+    from runtime.call import CallOverrides
+    from runtime.phone_sim import SimulatedCaller
+    from runtime.transports.server import CallServer, ServerConfig
+    from runtime.voice_synth import CallerVoice
+
+    overrides = None
+    if args.exact:
+        stt = bot.bot.stt.provider if bot.bot.stt else "pocketsphinx"
+        if stt != "pocketsphinx":
+            raise UsageError(f"--exact needs the pocketsphinx STT; {bot.id} uses {stt!r}")
+        phrases = [" ".join(re.sub(r"[^\w' -]", " ", line).lower().split()) for line in lines]
+        overrides = CallOverrides(stt={"provider": "pocketsphinx", "grammar": phrases})
+        print("[--exact: pocketsphinx listens for the script's lines only]")
+    config = ServerConfig(
+        port=0, recordings_dir=args.recordings, record_all=True, overrides=overrides
+    )
+    server = CallServer(live.current, registry, config)
+    server.observers.append(_show_activity)
+    voice = CallerVoice(registry)
+    await server.start()
+    url = server.url.replace("http://", "ws://") + "/twilio/stream"
+    print(f"dialplan simulate — {bot.id} version {bot.version}, a phone call over {url}")
+    try:
+        caller = SimulatedCaller(url, bot=bot.id, variables=variables, on_line=_show_caller)
+        report = await caller.call(lines, voice.synthesize)
+    finally:
+        await server.stop()
+        await voice.aclose()
+    if not server.records:
+        print("no call record: the server refused the stream", file=sys.stderr)
+        return 1
+    record = server.records[-1]
+    latencies = [t.reply_latency for t in report.turns if t.reply_latency is not None]
+    print(
+        f"\n[call ended: disconnected_by={record.disconnected_by} "
+        f"duration={record.duration:.1f}s cause={record.cause}]"
+    )
+    if latencies:
+        shown = ", ".join(f"{x:.2f}" for x in latencies)
+        print(
+            f"[voice-to-voice: end of caller speech → first bot audio: {shown} s "
+            f"(median {statistics.median(latencies):.2f} s)]"
+        )
+    if record.recording_key:
+        print(f"[recording: {record.recording_key} (stereo: caller left, bot right)]")
+    if args.record == "-":
+        print(record.model_dump_json(indent=2))
+    elif args.record:
+        Path(args.record).write_text(record.model_dump_json(indent=2), encoding="utf-8")
+        print(f"[call record: {args.record}]")
+    return 0 if record.disconnected_by in ("bot", "customer") else 1
+
+
+def _show_caller(text: str) -> None:
+    print(f"caller> {text}", flush=True)
+
+
+def _show_activity(kind: str, data: dict[str, Any]) -> None:
+    if kind == "transcript":
+        who = "bot>   " if data["role"] == "bot" else "heard> "
+        print(f"{who}{data['text']}", flush=True)
+    elif kind == "event":
+        event = data["event"]
+        if event["type"] == "tool_call":
+            d = event["data"]
+            print(f"  [tool] {d['name']} -> {d['outcome']} ({d['latency_ms']:.1f} ms)", flush=True)
