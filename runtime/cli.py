@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve in this process; Python changes need a manual restart",
     )
+    dev.add_argument("--host", default="127.0.0.1", help="where the call server listens")
+    dev.add_argument(
+        "--port", type=int, default=8080, help="call server port (default 8080; 0: any free port)"
+    )
     dev.set_defaults(handler=cmd_dev)
 
     test = commands.add_parser("test", help="run bots' scenario files (<id>.scenarios.toml)")
@@ -246,10 +250,14 @@ def cmd_dev(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.bots_dir}: not a directory")
     registry = _registry()
     if args.no_restart:
-        return run_dev(args.bots_dir, args.prompts, registry)
+        from runtime.transports.server import ServerConfig
+
+        config = ServerConfig(host=args.host, port=args.port, record_all=True)
+        return run_dev(args.bots_dir, args.prompts, registry, config)
     from runtime.code_watch import code_dirs, run_with_restarts
 
-    child = ["dev", str(args.bots_dir), "--no-restart"]
+    child = ["dev", str(args.bots_dir), "--no-restart", "--host", args.host]
+    child += ["--port", str(args.port)]
     if args.prompts:
         child += ["--prompts", str(args.prompts)]
     return run_with_restarts(child, code_dirs(registry, args.watch_code))

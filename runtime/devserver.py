@@ -13,12 +13,16 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from runtime.cli_args import UsageError, parse_vars
 from runtime.errors import DialplanError
 from runtime.live_catalog import LiveCatalog, ReloadReport
 from runtime.registry import Registry
+
+if TYPE_CHECKING:
+    from runtime.record import CallRecord
+    from runtime.transports.server import ServerConfig
 
 HELP = """\
   /call BOT [name=value ...]   start a text call with the bot's current version
@@ -75,12 +79,31 @@ async def serve_terminal(
     stdin: TextIO = sys.stdin,
     out: Callable[[str], None] = print,
     stop: asyncio.Event | None = None,
+    server_config: ServerConfig | None = None,
 ) -> None:
+    """The terminal, the file watcher and (with ``server_config``) the call server."""
     from runtime.watch import watch_catalog
 
     stop = stop or asyncio.Event()
     for line in banner(live):
         out(line)
+    server = None
+    if server_config is not None:
+        from runtime.cli_voice import endpoint_lines
+        from runtime.transports.server import CallServer
+
+        server = CallServer(live.current, registry, server_config)
+        try:
+            await server.start()
+        except OSError as exc:
+            raise UsageError(
+                f"cannot listen on {server_config.host}:{server_config.port} ({exc.strerror}); "
+                "pick another port with --port"
+            ) from None
+        out("voice calls (each one uses the bots' version of the moment it starts):")
+        for line in endpoint_lines(server):
+            out(line)
+        server.listeners.append(lambda record: out(_record_line(record)))
 
     def on_reload(report: ReloadReport) -> None:
         for line in describe_reload(report):
@@ -97,6 +120,16 @@ async def serve_terminal(
     finally:
         stop.set()
         await watcher
+        if server is not None:
+            await server.stop()
+
+
+def _record_line(record: CallRecord) -> str:
+    return (
+        f"[call] {record.transport} call to {record.bot_id} ({record.bot_version}) ended: "
+        f"disconnected_by={record.disconnected_by} turns={len(record.transcript)}"
+        + (f" cause={record.cause}" if record.cause else "")
+    )
 
 
 async def _commands(
@@ -157,10 +190,15 @@ async def _call(
     return ended_input
 
 
-def run_dev(bots_dir: Path, prompts_dir: Path | None, registry: Registry) -> int:
+def run_dev(
+    bots_dir: Path,
+    prompts_dir: Path | None,
+    registry: Registry,
+    server_config: ServerConfig | None = None,
+) -> int:
     if not bots_dir.is_dir():
         raise UsageError(f"{bots_dir}: not a directory")
     live = LiveCatalog(bots_dir, registry, prompts_dir)
     with contextlib.suppress(KeyboardInterrupt):  # the restart runner stops us with SIGINT
-        asyncio.run(serve_terminal(live, registry))
+        asyncio.run(serve_terminal(live, registry, server_config=server_config))
     return 0

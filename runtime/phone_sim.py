@@ -69,6 +69,7 @@ class SimulatedCaller:
         reply_timeout: float = 20.0,
         keep_bot_audio: bool = False,
         on_line: Callable[[str], None] | None = None,
+        barge_in: float | None = None,
     ) -> None:
         self.url = url
         self.parameters = {"caller": caller, "callee": callee, **(variables or {})}
@@ -78,6 +79,7 @@ class SimulatedCaller:
         self.reply_timeout = reply_timeout
         self.keep_bot_audio = keep_bot_audio
         self.on_line = on_line
+        self.barge_in = barge_in  # speak this many seconds into the bot's audio, not after
         self.stream_sid = "MZ" + uuid.uuid4().hex
         self.report = CallerReport()
         self._outgoing: asyncio.Queue[bytes] = asyncio.Queue()
@@ -217,12 +219,18 @@ class SimulatedCaller:
         self._current = turn
 
     async def _wait_for_bot(self, *, first: bool = False) -> None:
-        """Until the bot has answered and its audio has played out, then a short pause."""
+        """Until the bot has answered and its audio has played out, then a short pause
+        (with ``barge_in``: until the bot has been talking that long)."""
         deadline = time.monotonic() + self.reply_timeout
         started = self._last_bot_audio if not first else 0.0
+        first_audio: float | None = None
         while time.monotonic() < deadline and not self._closed.is_set():
             now = time.monotonic()
             answered = self._last_bot_audio > started
+            if answered and first_audio is None:
+                first_audio = now
+            if self.barge_in is not None and first_audio and now - first_audio >= self.barge_in:
+                return
             quiet = now - max(self._playout_until, self._last_bot_audio)
             if answered and quiet >= self.quiet_after_reply:
                 return

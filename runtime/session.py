@@ -115,9 +115,14 @@ def build_call_session(
     *,
     text_only: bool = True,
     tool_handlers: Mapping[str, ToolHandler] | None = None,
+    echo_warmup: float | None = None,
 ) -> CallSession:
     """The call's AgentSession. ``tool_handlers`` replace tools' handlers by tool name
-    (scenario mocks): the LLM still sees the real tool, and the timeline still records it."""
+    (scenario mocks): the LLM still sees the real tool, and the timeline still records it.
+    ``echo_warmup``: seconds after the bot starts talking in which the caller cannot
+    interrupt (livekit's AEC warm-up, for rooms whose echo canceller needs it; telephony
+    and socket transports hear no echo of the bot, so by default the caller can barge in
+    from the first word)."""
     call = plan.new_context()
     kinds = TEXT_KINDS if text_only else VOICE_KINDS
     providers = {
@@ -145,6 +150,7 @@ def build_call_session(
         vad=providers.get("vad"),
         max_tool_steps=plan.bot.bot.limits.max_tool_steps,
         user_away_timeout=None,  # dead air is dialplan's watchdog, with its own reason
+        aec_warmup_duration=echo_warmup,
         turn_handling={
             "turn_detection": "manual" if text_only else turn.detection,
             "endpointing": {

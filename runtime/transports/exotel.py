@@ -3,8 +3,8 @@
 Exotel sends ``connected``, ``start`` (``custom_parameters``, ``from``, ``to``), ``media``
 (base64 16-bit PCM, 8 kHz unless the stream URL asks ``?sample-rate=16000|24000``),
 ``dtmf``, ``mark`` and ``stop``. We send ``media``, ``mark`` and ``clear``. Exotel wants
-outbound chunks of at least 100 ms in multiples of 320 bytes, so bot audio leaves in 100 ms
-messages, the last one of a segment padded with silence to a whole 20 ms frame.
+outbound chunks of at least 3.2 KB in multiples of 320 bytes, so bot audio leaves in
+3.2 KB messages of whole 20 ms frames (200 ms at 8 kHz), the last one of a segment shorter.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from runtime.transports.wire import (
 )
 
 SAMPLE_RATES = (8000, 16000, 24000)
-FRAMES_PER_MESSAGE = 5  # 5 x 20 ms = Exotel's 100 ms minimum chunk
+MIN_CHUNK_BYTES = 3200  # Exotel's minimum outbound chunk
 RESERVED_PARAMETERS = frozenset({"bot"})
 
 
@@ -100,7 +100,7 @@ class ExotelWire(Wire):
 
     def audio(self, pcm16: bytes) -> Outbound | None:
         self._batch.append(pcm16)
-        if len(self._batch) < FRAMES_PER_MESSAGE:
+        if sum(map(len, self._batch)) < MIN_CHUNK_BYTES:
             return None
         return self.flush_audio()
 

@@ -185,6 +185,8 @@ class StreamCall(MediaSink):
             if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                 break
             event = self.wire.decode(message.data)
+            if isinstance(event, Start):
+                event = Malformed("a second `start` on a running call: ignored")
             if isinstance(event, Media):
                 audio_in.push(event.pcm16)
                 if self.recorder is not None:
@@ -204,8 +206,6 @@ class StreamCall(MediaSink):
                     return DisconnectedBy.ERROR, (
                         f"{self.malformed} malformed messages from the client; last: {event.reason}"
                     )
-            elif isinstance(event, Start):
-                await send_error(self.ws, self.wire, "a second `start` on a running call: ignored")
         code = self.ws.close_code
         return DisconnectedBy.CUSTOMER, f"the socket closed (code {code})"
 

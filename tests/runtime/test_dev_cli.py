@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 from tests.cli_run import cli_env
@@ -81,14 +83,19 @@ def test_dev_reloads_saves_serves_calls_and_restarts_on_code(tmp_path: Path) -> 
     code.mkdir()
     (code / "tool.py").write_text("VALUE = 1\n")
 
-    server = DevServer("bots", "--watch-code", str(code), cwd=tmp_path)
+    server = DevServer("bots", "--watch-code", str(code), "--port", "0", cwd=tmp_path)
     try:
         assert "1 bot(s)" in server.wait_for("dialplan dev —")
         server.wait_for("desk")
+        widget = server.wait_for("browser widget").split()[-1]
         server.wait_for("[dev] watching for changes")
 
         (bots / "desk.toml").write_text(BOT.format(reply="Two."))
-        assert " -> " in server.wait_for("[reload] ~ desk")
+        reload_line = server.wait_for("[reload] ~ desk")
+        new_version = reload_line.split(" -> ")[1].split()[0]
+        # the call server serves the reloaded version too
+        with urllib.request.urlopen(widget + "api/bots", timeout=10) as answer:
+            assert json.load(answer)["bots"][0]["version"] == new_version
 
         (bots / "desk.toml").write_text(BOT.format(reply="Two.").replace("[llm]", "[llm"))
         assert "[reload] error: " in server.wait_for("desk.toml:4:5: TOML syntax error")

@@ -11,7 +11,7 @@
   const FRAME_SAMPLES = SAMPLE_RATE / 50; // 20 ms: 320 samples, 640 bytes
   const PLAYOUT_LEAD = 0.05; // seconds of jitter buffer when bot audio (re)starts
   const MAX_BUFFERED_BYTES = 64 * 1024; // a stalled socket drops mic audio beyond ~2 s
-  const HANGUP_WAIT_MS = 3000; // after `stop`, how long the server has to say `ended`
+  const HANGUP_WAIT_MS = 5000; // after `stop`, how long the server has to say `ended`
   const WORKLET_URL = "/widget/capture-worklet.js";
 
   const el = {
