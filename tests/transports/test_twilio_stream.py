@@ -61,7 +61,7 @@ async def test_a_caller_barging_in_clears_the_bots_audio(bot_dir, serve) -> None
     record = server.records[0]
     greeting = record.transcript[0]
     assert greeting.role == "bot" and greeting.interrupted
-    assert [e.text for e in record.transcript if e.role == "customer"][0] == "what are your hours"
+    assert next(e.text for e in record.transcript if e.role == "customer") == "what are your hours"
     with wave.open(record.recording_key) as recording:
         stereo = np.frombuffer(recording.readframes(recording.getnframes()), dtype="<i2")
     bot_channel = stereo[1::2].astype(np.float64)
