@@ -151,6 +151,9 @@ def build_call_session(
         max_tool_steps=plan.bot.bot.limits.max_tool_steps,
         user_away_timeout=None,  # dead air is dialplan's watchdog, with its own reason
         aec_warmup_duration=echo_warmup,
+        # a hung-up call waits this long for a last transcript; livekit's 2 s default
+        # would hold every record and capacity slot that long after the caller left
+        session_close_transcript_timeout=0.5,
         turn_handling={
             "turn_detection": "manual" if text_only else turn.detection,
             "endpointing": {

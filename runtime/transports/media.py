@@ -66,6 +66,18 @@ class OutboundStats:
     lateness_ms: deque[float] = field(default_factory=lambda: deque(maxlen=5000))
     first_audio_at: float | None = None  # monotonic time the first frame of a segment left
 
+    def summary(self) -> dict[str, float | int]:
+        """Frames sent and how late they left against the real-time schedule (ms)."""
+        late = sorted(self.lateness_ms)
+        if not late:
+            return {"frames": self.frames}
+        return {
+            "frames": self.frames,
+            "lateness_p50_ms": round(late[len(late) // 2], 2),
+            "lateness_p99_ms": round(late[min(len(late) - 1, int(len(late) * 0.99))], 2),
+            "lateness_max_ms": round(late[-1], 2),
+        }
+
 
 class MediaSink:
     """What the output needs from a transport; every method may be a no-op."""
@@ -197,8 +209,8 @@ class PacedAudioOutput(io.AudioOutput):
         frame_seconds = FRAME_SECONDS
         while True:
             item = await self._queue.get()
+            generation = self._generation
             if not self._playing.is_set():
-                generation = self._generation
                 await self._playing.wait()
                 if generation != self._generation:
                     continue  # cleared while paused: this frame belongs to dropped speech
@@ -215,12 +227,15 @@ class PacedAudioOutput(io.AudioOutput):
                 self.on_playback_started(created_at=time.time())
                 if self._on_segment_start is not None:
                     self._on_segment_start()
-            due = self._play_clock - LEAD
+            # due: LEAD before it plays, but never before it was ready to go
+            due = max(self._play_clock - LEAD, now)
             if due > now:
                 await asyncio.sleep(due - now)
                 now = time.monotonic()
+                if generation != self._generation:
+                    continue  # cleared while this frame waited for its turn
             self.stats.frames += 1
-            self.stats.lateness_ms.append(max(0.0, (now - due) * 1000))
+            self.stats.lateness_ms.append((now - due) * 1000)
             if self._tap is not None:
                 self._tap(item, self._play_clock)
             try:

@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from runtime.call import CallContext
-from runtime.record import CallRecord, DisconnectedBy
+from runtime.record import CallEvent, CallRecord, DisconnectedBy
 from runtime.resolve import CallPlan
 from runtime.transports.line_control import StreamControl
 from runtime.transports.media import CallerAudioInput, MediaSink, PacedAudioOutput
@@ -173,6 +173,9 @@ class StreamCall(MediaSink):
         audio_in.close()
         record = await call_session.close(disconnected_by, cause=cause)
         await self.output.aclose()
+        record.events.append(
+            CallEvent(type="audio_out", at=call.elapsed(), data=self.output.stats.summary())
+        )
         await self._hang_up(record)
         return record
 

@@ -1,0 +1,110 @@
+"""The silero provider: one loaded model per process and options, shared by every call;
+each stream finds the speech in real synthesized audio, and none in silence."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from livekit.agents import vad
+from pydantic import ValidationError
+
+import runtime
+from plugins.vad.silero import SileroOptions, create_vad
+from runtime.catalog import load_catalog
+from runtime.registry import Registry
+from runtime.resolve import plan_call
+from tests.plugins.speech import VOICE_RATE, frames, resample, silence, spoken
+
+SENTENCE = "what are your opening hours"
+
+
+def speech_seconds() -> float:
+    return len(spoken(SENTENCE)) / 2 / VOICE_RATE
+
+
+async def detect(model: vad.VAD, pcm: bytes, rate: int) -> list[vad.VADEvent]:
+    """Every speech start and end the VAD reports for this audio."""
+    stream = model.stream()
+    for frame in frames(pcm, rate):
+        stream.push_frame(frame)
+    stream.end_input()
+    events = [
+        event
+        async for event in stream
+        if event.type in (vad.VADEventType.START_OF_SPEECH, vad.VADEventType.END_OF_SPEECH)
+    ]
+    await stream.aclose()
+    return events
+
+
+def call_audio(rate: int) -> bytes:
+    """Half a second of silence, the sentence, then a second and a half of silence."""
+    pcm = resample(spoken(SENTENCE), VOICE_RATE, rate)
+    return silence(0.5, rate) + pcm + silence(1.5, rate)
+
+
+@pytest.mark.parametrize("rate", [8000, 16000])
+async def test_finds_the_speech(rate: int) -> None:
+    events = await detect(create_vad(SileroOptions(), None), call_audio(rate), rate)  # type: ignore[arg-type]
+
+    assert [event.type for event in events] == [
+        vad.VADEventType.START_OF_SPEECH,
+        vad.VADEventType.END_OF_SPEECH,
+    ]
+    end = events[1]
+    assert end.speech_duration == pytest.approx(speech_seconds(), abs=0.35)
+    # the end of speech carries the utterance, with its prefix padding, for the STT
+    utterance = sum(frame.duration for frame in end.frames)
+    assert speech_seconds() < utterance < speech_seconds() + 1.0
+
+
+async def test_silence_is_not_speech() -> None:
+    events = await detect(create_vad(SileroOptions(), None), silence(2.0, 16000), 16000)  # type: ignore[arg-type]
+
+    assert events == []
+
+
+async def test_one_model_serves_concurrent_calls() -> None:
+    first = create_vad(SileroOptions(), None)  # type: ignore[arg-type]
+    second = create_vad(SileroOptions(), None)  # type: ignore[arg-type]
+    other = create_vad(SileroOptions(min_silence_duration=0.3), None)  # type: ignore[arg-type]
+
+    assert first is second  # loaded once, shared
+    assert other is not first
+    assert other.min_silence_duration == 0.3
+
+    # two calls at once: each stream keeps its own state
+    speech, quiet = await asyncio.gather(
+        detect(first, call_audio(8000), 8000), detect(second, silence(2.5, 8000), 8000)
+    )
+    assert len(speech) == 2
+    assert quiet == []
+
+
+def test_options() -> None:
+    defaults = SileroOptions()
+    assert (defaults.min_speech_duration, defaults.min_silence_duration) == (0.05, 0.55)
+    assert (defaults.activation_threshold, defaults.prefix_padding_duration) == (0.5, 0.5)
+
+    with pytest.raises(ValidationError, match="activation_threshold\n  Input should be less"):
+        SileroOptions(activation_threshold=1.5)
+
+
+async def test_built_through_the_registry(registry: Registry, bot_dir: Callable[..., Path]) -> None:
+    toml = (
+        '[prompt]\nsystem = "You are a test bot."\n[llm]\nprovider = "rules"\n'
+        '[vad]\nprovider = "silero"\nmin_silence_duration = 0.3\n'
+    )
+    snapshot = load_catalog(bot_dir("listener", toml), registry)
+    assert not snapshot.problems, snapshot.problems
+    plan = plan_call(snapshot, runtime.CallRequest(bot="listener"), registry)
+    provider = plan.providers["vad"]
+    assert provider.entry.factory is create_vad
+
+    model = provider.entry.factory(provider.options, plan.new_context())
+
+    assert model is create_vad(SileroOptions(min_silence_duration=0.3), None)  # type: ignore[arg-type]
+    assert (model.model, model.provider) == ("silero", "ONNX")
