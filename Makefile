@@ -7,7 +7,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 export UV_PYTHON_DOWNLOADS := never
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: all env demo test lint typecheck pytest validate scenarios bench dev clean
+.PHONY: all env demo test lint typecheck pytest validate scenarios bench dev clean browser
 
 all: test
 
@@ -29,7 +29,15 @@ lint: env
 typecheck: env
 	$(UV) run --frozen mypy
 
-pytest: env
+# the widget test drives a real headless Chromium (Debian's package: playwright never
+# downloads a browser here)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing Debian's chromium for the browser widget test"; \
+		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+pytest: env browser
 	$(UV) run --frozen pytest -q
 
 validate: env

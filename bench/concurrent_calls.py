@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from bench_stats import machine, percentile  # noqa: E402
 
+ARRIVAL_GAP = 0.05
 LINES = ["what are your hours", "what are your hours", "bye"]
 
 
@@ -108,7 +109,7 @@ async def run_calls(url: str, count: int) -> dict[str, Any]:
         return speech
 
     async def one(index: int) -> Any:
-        await asyncio.sleep(index * 0.02)  # callers arrive over a moment, not in one tick
+        await asyncio.sleep(index * ARRIVAL_GAP)  # callers arrive at 20 a second
         caller = SimulatedCaller(url + "/twilio/stream", bot="bench", reply_timeout=30)
         return await caller.call(LINES, speak)
 

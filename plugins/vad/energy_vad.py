@@ -13,6 +13,7 @@ from livekit.agents import vad
 from plugins.vad.energy import EnergyVADOptions
 
 WINDOW_SECONDS = 0.02
+QUIET_REPORT_EVERY = 10  # frames of silence (outside speech) per INFERENCE_DONE event
 
 
 class EnergyVAD(vad.VAD):
@@ -36,7 +37,8 @@ class EnergyVADStream(vad.VADStream):
     def __init__(self, detector: EnergyVAD, options: EnergyVADOptions) -> None:
         super().__init__(detector)
         self._options = options
-        self._threshold = 10 ** (options.threshold_db / 20) * 32768
+        # compare sums of squares: no sqrt, no mean, one dot product per frame
+        self._threshold_power = (10 ** (options.threshold_db / 20) * 32768) ** 2
 
     async def _main_task(self) -> None:
         opts = self._options
@@ -46,6 +48,7 @@ class EnergyVADStream(vad.VADStream):
         prefix: deque[rtc.AudioFrame] = deque()
         prefix_seconds = 0.0
         utterance: list[rtc.AudioFrame] = []
+        quiet_frames = 0
         async for item in self._input_ch:
             if not isinstance(item, rtc.AudioFrame):  # a flush: a fresh segment starts
                 speaking, speech, silence = False, 0.0, 0.0
@@ -53,7 +56,7 @@ class EnergyVADStream(vad.VADStream):
                 continue
             started = time.perf_counter()
             data = np.frombuffer(item.data, dtype=np.int16).astype(np.float32)
-            loud = bool(data.size) and float(np.sqrt(np.mean(data * data))) >= self._threshold
+            loud = bool(data.size) and float(data @ data) >= self._threshold_power * data.size
             duration = item.duration
             samples += item.samples_per_channel
             if loud:
@@ -75,16 +78,22 @@ class EnergyVADStream(vad.VADStream):
                 "speech_duration": speech,
                 "silence_duration": silence,
             }
-            self._event_ch.send_nowait(
-                vad.VADEvent(
-                    type=vad.VADEventType.INFERENCE_DONE,
-                    probability=1.0 if loud else 0.0,
-                    inference_duration=time.perf_counter() - started,
-                    frames=[item],
-                    speaking=speaking,
-                    **event_args,
+            quiet_frames = 0 if (loud or speaking) else quiet_frames + 1
+            # a quiet line needs no report every frame: each event costs the pipeline
+            # more than computing it, and nothing acts on silence before speech starts
+            if quiet_frames % QUIET_REPORT_EVERY == 0:
+                self._event_ch.send_nowait(
+                    vad.VADEvent(
+                        type=vad.VADEventType.INFERENCE_DONE,
+                        probability=1.0 if loud else 0.0,
+                        inference_duration=time.perf_counter() - started,
+                        frames=[item],
+                        speaking=speaking,
+                        raw_accumulated_speech=speech,
+                        raw_accumulated_silence=silence,
+                        **event_args,
+                    )
                 )
-            )
             if not speaking and speech >= opts.min_speech_duration:
                 speaking = True
                 utterance = list(prefix)

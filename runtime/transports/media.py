@@ -22,26 +22,39 @@ from livekit import rtc
 from livekit.agents.utils.audio import AudioByteStream
 from livekit.agents.voice import io
 
-FRAME_SECONDS = 0.02
+FRAME_SECONDS = 0.02  # bot audio leaves in 20 ms frames, as telephony expects
+INPUT_FRAME_SECONDS = 0.04
 LEAD = 0.1  # how far ahead of playout frames are sent: the far end's jitter buffer
+SEND_SLACK = 0.02  # a frame due this soon goes now: one wake-up sends two frames, not one
 MARK_GRACE = 2.0  # a far end that never echoes a mark is not waited on forever
 MAX_QUEUED_FRAMES = 3000  # a minute of audio: a caller that stops reading is not buffered
 
 
 class CallerAudioInput(io.AudioInput):
-    """The caller's audio, pushed by the transport, read by the session."""
+    """The caller's audio, pushed by the transport, read by the session.
+
+    Frames are 40 ms, not the wire's 20: every frame costs the pipeline (VAD, STT buffer,
+    several channels) a fixed amount of work, and 20 ms more of granularity is below what
+    endpointing can notice, so this halves per-call CPU for free.
+    """
 
     def __init__(self, sample_rate: int) -> None:
         super().__init__(label="dialplan.caller")
         self.sample_rate = sample_rate
         self._frames: asyncio.Queue[rtc.AudioFrame | None] = asyncio.Queue()
-        self._chunker = AudioByteStream(sample_rate, 1, samples_per_channel=sample_rate // 50)
+        self._frame_bytes = int(sample_rate * INPUT_FRAME_SECONDS) * 2
+        self._pending = bytearray()
         self._closed = False
 
     def push(self, pcm16: bytes) -> None:
         if self._closed:
             return
-        for frame in self._chunker.push(pcm16):
+        self._pending += pcm16
+        size = self._frame_bytes
+        while len(self._pending) >= size:
+            chunk = bytes(self._pending[:size])
+            del self._pending[:size]
+            frame = rtc.AudioFrame(chunk, self.sample_rate, 1, size // 2)
             self._frames.put_nowait(frame)
 
     def close(self) -> None:
@@ -229,13 +242,13 @@ class PacedAudioOutput(io.AudioOutput):
                     self._on_segment_start()
             # due: LEAD before it plays, but never before it was ready to go
             due = max(self._play_clock - LEAD, now)
-            if due > now:
+            if due > now + SEND_SLACK:
                 await asyncio.sleep(due - now)
                 now = time.monotonic()
                 if generation != self._generation:
                     continue  # cleared while this frame waited for its turn
             self.stats.frames += 1
-            self.stats.lateness_ms.append((now - due) * 1000)
+            self.stats.lateness_ms.append(max(0.0, now - due) * 1000)
             if self._tap is not None:
                 self._tap(item, self._play_clock)
             try:
