@@ -7,6 +7,7 @@ import asyncio
 import gc
 import os
 import re
+import signal
 import statistics
 import sys
 from pathlib import Path
@@ -152,8 +153,13 @@ async def _serve(live: Any, registry: Registry, config: Any, *, watch: bool) -> 
 
         tasks.append(asyncio.create_task(watch_catalog(live, on_reload, stop=stop)))
         print(f"  watching            {live.bots_dir} and {live.prompts_dir}", flush=True)
+    shutdown = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, shutdown.set)  # calls end with a record, not a kill
     try:
-        await asyncio.Event().wait()
+        await shutdown.wait()
+        print(f"dialplan serve — shutting down ({server.active} call(s) in progress)", flush=True)
     finally:
         stop.set()
         for task in tasks:

@@ -38,10 +38,16 @@ RESERVED_PARAMETERS = frozenset({"bot"})
 class ExotelWire(Wire):
     transport = "exotel"
 
-    def __init__(self, sample_rate: int = 8000) -> None:
+    def __init__(
+        self, sample_rate: int = 8000, url_parameters: dict[str, str] | None = None
+    ) -> None:
         if sample_rate not in SAMPLE_RATES:
             raise ValueError(f"sample-rate {sample_rate}: Exotel streams at 8000, 16000 or 24000")
         self.sample_rate = sample_rate
+        # parameters on the applet's stream URL (`?bot=receptionist`); `start` wins
+        self.url_parameters = {
+            k: v for k, v in (url_parameters or {}).items() if k != "sample-rate"
+        }
         self.stream_sid: str | None = None
         self._batch: list[bytes] = []
 
@@ -86,7 +92,7 @@ class ExotelWire(Wire):
         if not isinstance(stream_sid, str) or not stream_sid:
             return Malformed("start.stream_sid is missing")
         self.stream_sid = stream_sid
-        params = text_params(start.get("custom_parameters"))
+        params = {**self.url_parameters, **text_params(start.get("custom_parameters"))}
         return Start(
             stream_id=stream_sid,
             call_id=start.get("call_sid"),

@@ -182,7 +182,7 @@ class CallServer:
 
     async def exotel_stream(self, request: web.Request) -> web.WebSocketResponse:
         try:
-            wire = ExotelWire(int(request.query.get("sample-rate", "8000")))
+            wire = ExotelWire(int(request.query.get("sample-rate", "8000")), dict(request.query))
         except ValueError as exc:
             raise web.HTTPBadRequest(text=str(exc)) from None
         return await self._serve_stream(request, wire)

@@ -33,6 +33,9 @@ class DevServer:
             stderr=subprocess.STDOUT,
             text=True,
         )
+        self._start_pump()
+
+    def _start_pump(self) -> None:
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
         self.pump = threading.Thread(target=self._pump, daemon=True)

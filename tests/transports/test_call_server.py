@@ -87,11 +87,11 @@ async def test_an_exotel_call_speaks_pcm_in_exotel_sized_chunks(fake_bot, serve)
     chunks: list[int] = []
     async with (
         aiohttp.ClientSession() as http,
-        http.ws_connect(ws_url(server, "/exotel/stream?sample-rate=8000")) as ws,
+        http.ws_connect(ws_url(server, "/exotel/stream?sample-rate=8000&bot=line")) as ws,
     ):
         await ws.send_str('{"event": "connected"}')
         start = {"stream_sid": "S1", "call_sid": "C1", "from": "0990", "to": "0800"}
-        start["custom_parameters"] = {"bot": "line"}  # type: ignore[assignment]
+        start["custom_parameters"] = {"tier": "gold"}  # type: ignore[assignment]
         await ws.send_str(json.dumps({"event": "start", "stream_sid": "S1", "start": start}))
         speech = tone(0.6, 8000, 300.0)
         plan = [bytes(320)] * 50 + [speech[i : i + 320] for i in range(0, len(speech), 320)]
@@ -115,6 +115,7 @@ async def test_an_exotel_call_speaks_pcm_in_exotel_sized_chunks(fake_bot, serve)
     await wait_for_records(server)
     record = server.records[-1]
     assert record.transport == "exotel" and record.caller == "0990"
+    assert record.variables["tier"] == "gold"  # the bot came from the stream URL
     assert record.disconnected_by == "bot"
     assert chunks and all(size % 320 == 0 for size in chunks)
     assert max(chunks) == 3200

@@ -1,0 +1,78 @@
+"""`dialplan serve` as an operator runs it: a real process, its banner, hot reload with
+`--watch`, a clear error for a port in use."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.cli_run import cli_env, run_dialplan
+from tests.runtime.test_dev_cli import BOT, DevServer
+
+
+class Serve(DevServer):
+    def __init__(self, *args: str, cwd: Path) -> None:
+        env = cli_env() | {"PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "runtime.cli", "serve", *args],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._start_pump()
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+        return super().stop()
+
+
+def bots_version(base: str) -> str:
+    with urllib.request.urlopen(base + "/api/bots", timeout=10) as answer:
+        return str(json.load(answer)["bots"][0]["version"])
+
+
+def test_serve_watch_reloads_bots_without_a_restart(tmp_path: Path) -> None:
+    bots = tmp_path / "bots"
+    bots.mkdir()
+    (bots / "desk.toml").write_text(BOT.format(reply="One."))
+    server = Serve("bots", "--port", "0", "--watch", "--max-calls", "3", cwd=tmp_path)
+    try:
+        assert "1 bot(s)" in server.wait_for("dialplan serve —")
+        base = server.wait_for("browser widget").split()[-1].rstrip("/")
+        server.wait_for("capacity            3 concurrent calls")
+        server.wait_for("watching")
+        before = bots_version(base)
+        (bots / "desk.toml").write_text(BOT.format(reply="Two."))
+        line = server.wait_for("[reload] ~ desk")
+        assert f"{before} -> " in line
+        deadline = time.monotonic() + 5
+        while bots_version(base) == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert bots_version(base) == line.split(" -> ")[1].split()[0]
+        with urllib.request.urlopen(base + "/healthz", timeout=10) as answer:
+            assert json.load(answer) == {"active_calls": 0, "max_concurrent_calls": 3}
+    finally:
+        server.process.terminate()
+        server.wait_for("shutting down (0 call(s) in progress)")
+        assert server.stop() == 0
+
+
+def test_serve_names_a_busy_port(tmp_path: Path) -> None:
+    (tmp_path / "bots").mkdir()
+    (tmp_path / "bots" / "desk.toml").write_text(BOT.format(reply="One."))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        run = run_dialplan("serve", "bots", "--port", str(port), cwd=tmp_path)
+    assert run.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in run.stderr
