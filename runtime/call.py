@@ -116,6 +116,9 @@ class CallContext:
     # the transport's hands on the line; text mode and tests simulate it
     control: CallControl = field(default_factory=SimulatedControl)
     transferred_to: str | None = None
+    # which kinds of provider this call resolved ("stt", "vad", ...): a non-streaming STT
+    # needs to know whether the session will have a VAD
+    provider_kinds: frozenset[str] = frozenset()
     # live watchers of the timeline and transcript (a widget showing the call as it goes)
     observers: list[Callable[[str, dict[str, Any]], None]] = field(default_factory=list)
     _clock_start: float = field(default_factory=time.monotonic)

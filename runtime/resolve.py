@@ -49,7 +49,11 @@ class CallPlan:
 
     def new_context(self) -> CallContext:
         return CallContext(
-            request=self.request, bot=self.bot, variables=dict(self.variables), prompt=self.prompt
+            request=self.request,
+            bot=self.bot,
+            variables=dict(self.variables),
+            prompt=self.prompt,
+            provider_kinds=frozenset(self.providers),
         )
 
 

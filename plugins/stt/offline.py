@@ -141,7 +141,7 @@ def for_session(recognizer: stt.STT, call: CallContext) -> stt.STT:
     session's VAD (``[vad]``, or a per-call override); for a session without one, where
     livekit would refuse it, the recognizer comes wrapped in a ``StreamAdapter`` over the
     shared Silero VAD with its default options."""
-    if call.bot.bot.vad is not None or call.request.overrides.vad is not None:
+    if "vad" in call.provider_kinds:  # the bot's [vad], an override, or the offline default
         return recognizer
     from plugins.vad.silero_vad import shared_vad
 

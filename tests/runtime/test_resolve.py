@@ -135,3 +135,15 @@ def test_shipped_reminder_needs_campaign_variables(registry: Registry) -> None:
         registry,
     )
     assert "Ann" in plan.prompt.greeting and "Tuesday at 3 pm" in plan.prompt.per_call
+
+
+def test_a_bot_without_voice_tables_is_heard_and_speaks_offline(registry, bot_dir) -> None:
+    from runtime.call import CallRequest
+    from runtime.catalog import load_catalog
+    from runtime.resolve import plan_call
+
+    toml = '[prompt]\nsystem = "x"\n[llm]\nprovider = "rules"\n[tts]\nprovider = "espeak"\n'
+    snapshot = load_catalog(bot_dir("quiet", toml), registry)
+    plan = plan_call(snapshot, CallRequest(bot="quiet"), registry)
+    chosen = {kind: p.entry.name for kind, p in plan.providers.items()}
+    assert chosen == {"stt": "pocketsphinx", "llm": "rules", "tts": "espeak", "vad": "silero"}

@@ -17,7 +17,7 @@ from plugins.stt.pocketsphinx import PocketSphinxOptions, create_stt, installed_
 from plugins.stt.pocketsphinx_stt import PocketSphinxSTT
 from plugins.vad.silero_vad import shared_vad
 from runtime.catalog import load_catalog
-from runtime.registry import Registry
+from runtime.registry import Registry, load_registry
 from runtime.resolve import plan_call
 from tests.plugins.speech import VOICE_RATE, LineInput, frames, resample, silence, spoken
 
@@ -196,10 +196,23 @@ async def transcribe_in_session(model: stt.STT, *, vad: object = None) -> str:
         await session.aclose()
 
 
-async def test_bot_without_vad_gets_a_streaming_stt_that_works_in_a_session(
+async def test_a_bot_without_vad_gets_the_offline_default(
     build: Callable[[str], object],
 ) -> None:
     model = build('[stt]\nprovider = "pocketsphinx"')
+    assert isinstance(model, PocketSphinxSTT)  # the session gets silero, livekit wraps it
+
+
+async def test_without_any_vad_the_stt_streams_by_itself_in_a_session(
+    bot_dir: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DIALPLAN_DISABLED_PLUGINS", "silero")  # no VAD provider at all
+    registry = load_registry()
+    toml = '[prompt]\nsystem = "x"\n[llm]\nprovider = "rules"\n[stt]\nprovider = "pocketsphinx"'
+    snapshot = load_catalog(bot_dir("voice", toml), registry)
+    plan = plan_call(snapshot, runtime.CallRequest(bot="voice"), registry)
+    assert "vad" not in plan.providers
+    model = plan.providers["stt"].entry.factory(plan.providers["stt"].options, plan.new_context())
 
     # livekit refuses a non-streaming STT in a session without a VAD, so it comes wrapped
     assert isinstance(model, stt.StreamAdapter)
@@ -218,3 +231,18 @@ async def test_bot_with_vad_gets_the_recognizer_and_livekit_wraps_it(
     assert not model.capabilities.streaming
 
     assert await transcribe_in_session(model, vad=shared_vad()) == HOURS
+
+
+async def test_calls_share_pooled_decoders_instead_of_loading_one_each() -> None:
+    from plugins.stt.pocketsphinx_stt import DecoderPool, PocketSphinxSTT
+
+    pool = DecoderPool()
+    options = PocketSphinxOptions(grammar=[HOURS, BOOKING])
+    calls = [PocketSphinxSTT(options, pool) for _ in range(6)]  # six calls' recognizers
+    audio = line_audio(HOURS, 8000)
+    for recognizer in calls:
+        assert text_of(await recognizer.recognize(audio)) == HOURS
+    assert pool.created == 1  # one after another: one decoder served all six calls
+    results = await asyncio.gather(*(r.recognize(audio) for r in calls[:3]))
+    assert [text_of(event) for event in results] == [HOURS] * 3
+    assert pool.created <= 3  # at most one per recognition running at the same moment
