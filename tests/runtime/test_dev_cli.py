@@ -20,12 +20,13 @@ BOT = (
 
 
 class DevServer:
-    """`dialplan dev` in a subprocess, its output read line by line as it comes."""
+    """`dialplan dev` (or another long-running command) in a subprocess, its output read
+    line by line as it comes."""
 
-    def __init__(self, *args: str, cwd: Path) -> None:
+    def __init__(self, *args: str, cwd: Path, command: str = "dev") -> None:
         env = cli_env() | {"PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "runtime.cli", "dev", *args],
+            [sys.executable, "-m", "runtime.cli", command, *args],
             cwd=cwd,
             env=env,
             stdin=subprocess.PIPE,
@@ -33,9 +34,6 @@ class DevServer:
             stderr=subprocess.STDOUT,
             text=True,
         )
-        self._start_pump()
-
-    def _start_pump(self) -> None:
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
         self.pump = threading.Thread(target=self._pump, daemon=True)

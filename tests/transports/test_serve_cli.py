@@ -5,29 +5,17 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
-from tests.cli_run import cli_env, run_dialplan
+from tests.cli_run import run_dialplan
 from tests.runtime.test_dev_cli import BOT, DevServer
 
 
 class Serve(DevServer):
     def __init__(self, *args: str, cwd: Path) -> None:
-        env = cli_env() | {"PYTHONUNBUFFERED": "1"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "runtime.cli", "serve", *args],
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self._start_pump()
+        super().__init__(*args, cwd=cwd, command="serve")
 
     def stop(self) -> int:
         if self.process.poll() is None:
