@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Protocol
+from typing import Any, Protocol
 from xml.sax.saxutils import escape
 
 from runtime.audio.dtmf import dtmf_pcm
@@ -55,9 +55,7 @@ class StreamControl:
             )
         if not self.start.call_id:
             raise ControlUnsupported("Twilio's start message had no callSid to transfer")
-        from twilio.rest import Client
-
-        client = Client(*credentials)
+        client = twilio_client(*credentials)
         twiml = f"<Response><Dial>{escape(target)}</Dial></Response>"
         call_sid = self.start.call_id
         await asyncio.to_thread(lambda: client.calls(call_sid).update(twiml=twiml))
@@ -70,6 +68,12 @@ class StreamControl:
             chunk = pcm[offset : offset + frame]
             await self.sink.send_audio(chunk + bytes(frame - len(chunk)))
             await asyncio.sleep(FRAME_SECONDS)
+
+
+def twilio_client(account_sid: str, auth_token: str) -> Any:
+    from twilio.rest import Client
+
+    return Client(account_sid, auth_token)
 
 
 def _twilio_credentials() -> tuple[str, str] | None:
