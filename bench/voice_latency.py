@@ -33,11 +33,8 @@ LINES = [line for line in SCRIPT if line.strip() and not line.startswith("#")]
 
 
 async def run(calls: int, exact: bool) -> dict[str, Any]:
-    import re
-
-    from runtime.call import CallOverrides
     from runtime.live_catalog import LiveCatalog
-    from runtime.phone_sim import SimulatedCaller
+    from runtime.phone_sim import SimulatedCaller, exact_listening
     from runtime.registry import load_registry
     from runtime.transports.server import CallServer, ServerConfig
     from runtime.voice_synth import CallerVoice
@@ -46,8 +43,7 @@ async def run(calls: int, exact: bool) -> dict[str, Any]:
     live = LiveCatalog(REPO / "bots", registry)
     overrides = None
     if exact:
-        phrases = [" ".join(re.sub(r"[^\w' -]", " ", ln).lower().split()) for ln in LINES]
-        overrides = CallOverrides(stt={"provider": "pocketsphinx", "grammar": phrases})
+        overrides = exact_listening(LINES)
     server = CallServer(live.current, registry, ServerConfig(port=0, overrides=overrides))
     voice = CallerVoice(registry)
     await server.start()

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import gc
 import os
-import re
 import signal
 import statistics
 import sys
@@ -199,8 +198,7 @@ async def _simulate(
     lines: list[str],
     variables: dict[str, Any],
 ) -> int:
-    from runtime.call import CallOverrides
-    from runtime.phone_sim import SimulatedCaller
+    from runtime.phone_sim import SimulatedCaller, exact_listening
     from runtime.transports.server import CallServer, ServerConfig
     from runtime.voice_synth import CallerVoice
 
@@ -209,8 +207,7 @@ async def _simulate(
         stt = bot.bot.stt.provider if bot.bot.stt else "pocketsphinx"
         if stt != "pocketsphinx":
             raise UsageError(f"--exact needs the pocketsphinx STT; {bot.id} uses {stt!r}")
-        phrases = [" ".join(re.sub(r"[^\w' -]", " ", line).lower().split()) for line in lines]
-        overrides = CallOverrides(stt={"provider": "pocketsphinx", "grammar": phrases})
+        overrides = exact_listening(lines)
         print("[--exact: pocketsphinx listens for the script's lines only]")
     config = ServerConfig(
         port=0, recordings_dir=args.recordings, record_all=True, overrides=overrides

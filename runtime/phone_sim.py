@@ -15,6 +15,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from runtime.audio.mulaw import pcm16_to_ulaw, ulaw_to_pcm16
+from runtime.call import CallOverrides
 
 RATE = 8000
 FRAME_BYTES = 160  # 20 ms of μ-law at 8 kHz
@@ -235,6 +237,13 @@ class SimulatedCaller:
             if answered and quiet >= self.quiet_after_reply:
                 return
             await asyncio.sleep(0.05)
+
+
+def exact_listening(lines: Sequence[str]) -> CallOverrides:
+    """Per-call overrides that make pocketsphinx listen for exactly these lines (a JSGF
+    grammar of them: words only, lower case), so a simulated call's transcript is exact."""
+    phrases = [" ".join(re.sub(r"[^\w' -]", " ", line).lower().split()) for line in lines]
+    return CallOverrides(stt={"provider": "pocketsphinx", "grammar": phrases})
 
 
 def pcm_at_8k(pcm16: bytes, sample_rate: int) -> bytes:

@@ -4,6 +4,7 @@ tools, and the rendered prompts. Pure Python and fast; nothing here touches live
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -84,6 +85,12 @@ def _variables(bot: CompiledBot, request: CallRequest) -> dict[str, Any]:
     return {**bot.bot.defaults(), **request.variables}
 
 
+@functools.lru_cache(maxsize=64)
+def _default_options(entry: ProviderEntry) -> BaseModel:
+    """A default provider's options, validated once, not on every call."""
+    return entry.options.model_validate({})
+
+
 def _providers(
     bot: CompiledBot, request: CallRequest, registry: Registry
 ) -> dict[str, ResolvedProvider]:
@@ -99,7 +106,7 @@ def _providers(
                 )
             elif (kind, OFFLINE_DEFAULTS.get(kind)) in registry.providers:
                 entry = registry.providers[(kind, OFFLINE_DEFAULTS[kind])]
-                providers[kind] = ResolvedProvider(entry, entry.options.model_validate({}))
+                providers[kind] = ResolvedProvider(entry, _default_options(entry))
             continue
         override = dict(override)
         name = override.pop("provider", None) or (config.provider if config else None)

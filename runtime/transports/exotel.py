@@ -15,18 +15,15 @@ from typing import Any
 
 from runtime.transports.wire import (
     MAX_PAYLOAD_SECONDS,
-    Dtmf,
-    Ignored,
     Inbound,
     Malformed,
-    Mark,
     Media,
     Outbound,
     Start,
-    Stop,
     Wire,
     decode_payload,
     parse_json,
+    stream_event,
     text_params,
 )
 
@@ -71,18 +68,7 @@ class ExotelWire(Wire):
             return Media(raw)
         if event == "start":
             return self._start(data)
-        if event == "mark":
-            name = (data.get("mark") or {}).get("name")
-            return Mark(name) if isinstance(name, str) else Malformed("mark.name is missing")
-        if event == "dtmf":
-            digit = (data.get("dtmf") or {}).get("digit")
-            return Dtmf(str(digit)) if digit is not None else Malformed("dtmf.digit is missing")
-        if event == "stop":
-            reason = (data.get("stop") or {}).get("reason") or "exotel sent stop"
-            return Stop(str(reason))
-        if event == "connected":
-            return Ignored()
-        return Malformed(f"unknown event {event!r}" if event else "a message without `event`")
+        return stream_event(event, data, "exotel")
 
     def _start(self, data: dict[str, Any]) -> Inbound:
         start = data.get("start")

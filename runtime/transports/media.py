@@ -77,7 +77,6 @@ class OutboundStats:
 
     frames: int = 0
     lateness_ms: deque[float] = field(default_factory=lambda: deque(maxlen=5000))
-    first_audio_at: float | None = None  # monotonic time the first frame of a segment left
 
     def summary(self) -> dict[str, float | int]:
         """Frames sent and how late they left against the real-time schedule (ms)."""
@@ -186,7 +185,7 @@ class PacedAudioOutput(io.AudioOutput):
         self._segment_seconds = 0.0
         self._play_clock = now
         task = asyncio.ensure_future(self._sink.send_clear())
-        task.add_done_callback(_ignore_send_errors)
+        task.add_done_callback(ignore_send_errors)
         for _ in range(open_segments):
             self.on_playback_finished(playback_position=played, interrupted=True)
 
@@ -236,7 +235,6 @@ class PacedAudioOutput(io.AudioOutput):
             if self._segment_started is None:
                 self._segment_started = self._play_clock
                 self._segment_seconds = 0.0
-                self.stats.first_audio_at = now
                 self.on_playback_started(created_at=time.time())
                 if self._on_segment_start is not None:
                     self._on_segment_start()
@@ -285,6 +283,7 @@ class PacedAudioOutput(io.AudioOutput):
             self.on_playback_finished(playback_position=played, interrupted=False)
 
 
-def _ignore_send_errors(task: asyncio.Future[None]) -> None:
+def ignore_send_errors(task: asyncio.Future[None]) -> None:
+    """For sends nobody awaits: a failure means the socket is closing, nothing to do."""
     if not task.cancelled():
-        task.exception()  # retrieved, so asyncio does not log it; the socket is closing
+        task.exception()  # retrieved, so asyncio does not log it

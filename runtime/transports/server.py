@@ -13,10 +13,8 @@ Each call takes the catalog snapshot of the moment it starts.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
-import json
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -297,16 +295,3 @@ def _only_bot(snapshot: CatalogSnapshot) -> str | None:
 
 def _twiml(body: str) -> web.Response:
     return web.Response(text=body, content_type="text/xml")
-
-
-async def serve_forever(server: CallServer, banner: Callable[[str], None] = print) -> None:
-    url = await server.start()
-    banner(url)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await server.stop()
-
-
-def record_json(record: CallRecord) -> str:
-    return json.dumps(record.model_dump(mode="json"), indent=2)

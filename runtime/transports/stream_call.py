@@ -20,7 +20,12 @@ from runtime.call import CallContext
 from runtime.record import CallEvent, CallRecord, DisconnectedBy
 from runtime.resolve import CallPlan
 from runtime.transports.line_control import StreamControl
-from runtime.transports.media import CallerAudioInput, MediaSink, PacedAudioOutput
+from runtime.transports.media import (
+    CallerAudioInput,
+    MediaSink,
+    PacedAudioOutput,
+    ignore_send_errors,
+)
 from runtime.transports.recorder import StereoRecorder
 from runtime.transports.wire import Dtmf, Malformed, Mark, Media, Outbound, Start, Stop, Wire
 
@@ -237,7 +242,7 @@ class StreamCall(MediaSink):
         if message is None or self.ws.closed:
             return
         task = asyncio.ensure_future(_send(self.ws, message))
-        task.add_done_callback(_retrieve)
+        task.add_done_callback(ignore_send_errors)
 
     def _user_state(self, event: Any) -> None:
         if event.old_state == "speaking" and event.new_state != "speaking":
@@ -251,8 +256,3 @@ class StreamCall(MediaSink):
         self._speech_ended_at = None
         if self.call is not None:
             self.call.add_event("bot_audio", latency_ms=round(latency * 1000, 1))
-
-
-def _retrieve(task: asyncio.Future[None]) -> None:
-    if not task.cancelled():
-        task.exception()

@@ -20,18 +20,16 @@ from xml.sax.saxutils import quoteattr
 from runtime.audio.mulaw import pcm16_to_ulaw, ulaw_to_pcm16
 from runtime.transports.wire import (
     MAX_PAYLOAD_SECONDS,
-    Dtmf,
     Ignored,
     Inbound,
     Malformed,
-    Mark,
     Media,
     Outbound,
     Start,
-    Stop,
     Wire,
     decode_payload,
     parse_json,
+    stream_event,
     text_params,
 )
 
@@ -57,17 +55,7 @@ class TwilioWire(Wire):
             return self._media(data)
         if event == "start":
             return self._start(data)
-        if event == "mark":
-            name = (data.get("mark") or {}).get("name")
-            return Mark(name) if isinstance(name, str) else Malformed("mark.name is missing")
-        if event == "dtmf":
-            digit = (data.get("dtmf") or {}).get("digit")
-            return Dtmf(digit) if isinstance(digit, str) else Malformed("dtmf.digit is missing")
-        if event == "stop":
-            return Stop("twilio sent stop")
-        if event == "connected":
-            return Ignored()
-        return Malformed(f"unknown event {event!r}" if event else "a message without `event`")
+        return stream_event(event, data, "twilio")
 
     def _start(self, data: dict[str, Any]) -> Inbound:
         start = data.get("start")

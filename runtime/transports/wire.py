@@ -109,6 +109,22 @@ def parse_json(message: str | bytes) -> dict[str, Any] | Malformed:
     return data
 
 
+def stream_event(event: Any, data: dict[str, Any], provider: str) -> Inbound:
+    """The non-media events Twilio Media Streams and Exotel share (Exotel's protocol is a
+    copy of Twilio's with snake_case keys): ``mark``, ``dtmf``, ``stop``, ``connected``."""
+    if event == "mark":
+        name = (data.get("mark") or {}).get("name")
+        return Mark(name) if isinstance(name, str) else Malformed("mark.name is missing")
+    if event == "dtmf":
+        digit = (data.get("dtmf") or {}).get("digit")
+        return Dtmf(str(digit)) if digit is not None else Malformed("dtmf.digit is missing")
+    if event == "stop":
+        return Stop(str((data.get("stop") or {}).get("reason") or f"{provider} sent stop"))
+    if event == "connected":
+        return Ignored()
+    return Malformed(f"unknown event {event!r}" if event else "a message without `event`")
+
+
 def decode_payload(payload: Any, *, max_bytes: int) -> bytes | Malformed:
     if not isinstance(payload, str):
         return Malformed("media.payload must be a base64 string")
