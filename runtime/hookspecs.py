@@ -81,8 +81,10 @@ def call_ended(record: CallRecord) -> None:
 
 
 @hookspec(firstresult=True)
-def store_recording(record: CallRecord, path: str) -> str | None:
-    """Store the call's recording file and return its key, or None to pass."""
+def store_recording(record: CallRecord, path: str) -> str | Awaitable[str] | None:
+    """Store the call's recording file and return its key (or an awaitable of it, for an
+    upload), or None to pass. The first plugin that returns a key wins; with none, the
+    file stays where it was written and its path is the key."""
 
 
 @hookspec

@@ -6,7 +6,7 @@ import datetime as dt
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 
 class DisconnectedBy(str, Enum):
@@ -50,17 +50,20 @@ class ProviderUsage(BaseModel):
 
 
 class CallRecord(BaseModel):
+    """One call, from ringing to post-call work. Documented field by field in the README."""
+
     model_config = ConfigDict(use_enum_values=True)
 
     session_id: str
     bot_id: str
     bot_version: str
-    transport: str
+    transport: str = Field(description="text, twilio, exotel, ws, livekit")
+    direction: Literal["inbound", "outbound"] = "inbound"
     caller: str | None = None
     callee: str | None = None
     variables: dict[str, Any] = Field(default_factory=dict)
-    started_at: dt.datetime
-    answered_at: dt.datetime | None = None
+    started_at: dt.datetime = Field(description="the call reached dialplan (or was placed)")
+    answered_at: dt.datetime | None = Field(None, description="the conversation began")
     ended_at: dt.datetime | None = None
     duration: float = Field(0.0, description="seconds from start to end")
     disconnected_by: DisconnectedBy | None = None
@@ -70,19 +73,29 @@ class CallRecord(BaseModel):
     events: list[CallEvent] = Field(default_factory=list)
     usage: list[ProviderUsage] = Field(default_factory=list)
     recording_key: str | None = None
-    disposition: str | None = None
+    disposition: str | None = Field(None, description="the first disposition rule that fired")
+    dispositions: list[str] = Field(
+        default_factory=list, description="every disposition rule that fired, in order"
+    )
+    fields: dict[str, Any] = Field(
+        default_factory=dict, description="values set by disposition rules (`set`)"
+    )
+    analysis_skipped: str | None = Field(
+        None, description="the disposition rule that skipped post-call analysis"
+    )
     post_call_analysis: dict[str, Any] | None = None
+    analysis_error: str | None = None
     qc: dict[str, Any] | None = None
+    qc_error: str | None = None
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def has_customer_message(self) -> bool:
         return any(entry.role == "customer" and entry.text.strip() for entry in self.transcript)
 
     def expression_context(self) -> dict[str, Any]:
-        """What disposition `when` expressions see."""
-        data = self.model_dump(mode="json")
-        data["has_customer_message"] = self.has_customer_message
-        return data
+        """What disposition `when` expressions see: every field, as JSON values."""
+        return self.model_dump(mode="json")
 
 
-RECORD_FIELDS = frozenset(CallRecord.model_fields) | {"has_customer_message"}
+RECORD_FIELDS = frozenset(CallRecord.model_fields) | frozenset(CallRecord.model_computed_fields)
