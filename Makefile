@@ -20,7 +20,7 @@ env: .venv/.synced
 
 demo: env
 	$(UV) run --frozen dialplan validate bots/
-	$(UV) run --frozen dialplan simulate receptionist --script bots/receptionist.demo.txt --exact --record -
+	$(UV) run --frozen dialplan simulate receptionist --script bots/receptionist.demo.txt --exact --ignore-schedule --record -
 
 lint: env
 	$(UV) run --frozen ruff check runtime plugins tests bench

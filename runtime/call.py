@@ -45,6 +45,9 @@ class CallOverrides(BaseModel):
     tts: dict[str, Any] | None = None
     vad: dict[str, Any] | None = None
     prompt: PromptOverrides | None = None
+    ignore_schedule: bool = Field(
+        False, description="answer even outside the bot's opening hours (tests, demos, staff)"
+    )
 
 
 class CallRequest(BaseModel):
@@ -54,6 +57,7 @@ class CallRequest(BaseModel):
     overrides: CallOverrides = Field(default_factory=CallOverrides)
     session_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     transport: str = "text"
+    direction: Literal["inbound", "outbound"] = "inbound"
     caller: str | None = None
     callee: str | None = None
 
@@ -184,6 +188,7 @@ class CallContext:
             bot_id=self.bot_id,
             bot_version=self.bot_version,
             transport=self.request.transport,
+            direction=self.request.direction,
             caller=self.request.caller,
             callee=self.request.callee,
             variables=self.variables,

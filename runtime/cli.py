@@ -128,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     from runtime.cli_voice import add_voice_commands
 
     add_voice_commands(commands, Path(os.environ.get("DIALPLAN_BOTS", DEFAULT_BOTS)))
+
+    from runtime.cli_outbox import add_outbox_commands
+
+    add_outbox_commands(commands)
     return parser
 
 
@@ -151,6 +155,11 @@ def _call_arguments(parser: argparse.ArgumentParser) -> None:
         "--overrides",
         metavar="JSON",
         help='per-call overrides, e.g. \'{"llm": {"temperature": 0}}\'',
+    )
+    parser.add_argument(
+        "--ignore-schedule",
+        action="store_true",
+        help="answer as if the bot were open, whatever its [schedule] says",
     )
     _catalog_arguments(parser)
 
@@ -230,11 +239,21 @@ def cmd_chat(args: argparse.Namespace) -> int:
         )
         lines = typed_lines()
     record = asyncio.run(run_text_call(plan, lines))
+    hint = ""
+    if record.disconnected_by == "outside_hours":
+        hint = " (--ignore-schedule talks to the bot anyway)"
     print(
         f"\n[call ended: disconnected_by={record.disconnected_by} "
-        f"duration={record.duration:.2f}s turns={len(record.transcript)}]",
+        f"duration={record.duration:.2f}s turns={len(record.transcript)}]{hint}",
         file=sys.stderr,
     )
+    if args.record:  # the record as a deployment would deliver it: post-call work done
+        from runtime.postcall import run_post_call
+
+        record = asyncio.run(run_post_call(record, plan.bot, _registry(show_failures=False)))
+        print(
+            f"[disposition={record.disposition} skipped={record.analysis_skipped}]", file=sys.stderr
+        )
     if args.record == "-":
         print(record.model_dump_json(indent=2))
     elif args.record:
@@ -369,6 +388,8 @@ def _plan(args: argparse.Namespace) -> CallPlan:
         overrides = CallOverrides.model_validate_json(args.overrides or "{}")
     except ValueError as exc:
         raise UsageError(f"--overrides: {exc}") from None
+    if args.ignore_schedule:
+        overrides.ignore_schedule = True
     request = CallRequest(
         bot=args.bot,
         variables=parse_vars(args.var, args.vars_file),

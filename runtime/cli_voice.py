@@ -49,6 +49,11 @@ def add_voice_commands(commands: Any, default_bots: Path) -> None:
         action="store_true",
         help="pocketsphinx listens for exactly the script's lines (a grammar): exact transcripts",
     )
+    simulate.add_argument(
+        "--ignore-schedule",
+        action="store_true",
+        help="answer as if the bot were open, whatever its [schedule] says",
+    )
     simulate.add_argument("--recordings", type=Path, default=Path("recordings"))
     simulate.add_argument(
         "--record", metavar="PATH", help="write the call record JSON ('-' prints)"
@@ -75,6 +80,45 @@ def _server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--records", type=Path, help="also write each call record as JSON here")
     parser.add_argument("--recordings", type=Path, default=Path("recordings"))
     parser.add_argument("--record-all", action="store_true", help="record every call's audio")
+    parser.add_argument(
+        "--outbox",
+        type=Path,
+        default=Path(env("DIALPLAN_OUTBOX", "dialplan-outbox.db")),
+        help="the SQLite outbox every call record is written to (default dialplan-outbox.db)",
+    )
+    parser.add_argument(
+        "--no-outbox", action="store_true", help="keep records in memory only (no delivery)"
+    )
+    parser.add_argument(
+        "--webhook",
+        action="append",
+        default=[url for url in env("DIALPLAN_WEBHOOKS", "").replace(",", " ").split() if url],
+        metavar="URL",
+        help="POST every call record here (repeatable; $DIALPLAN_WEBHOOKS); signed with "
+        "$DIALPLAN_WEBHOOK_SECRET",
+    )
+    parser.add_argument(
+        "--results-jsonl", type=Path, metavar="PATH", help="append every call record to PATH"
+    )
+
+
+def call_results(args: argparse.Namespace, registry: Registry) -> Any:
+    """The outbox and deliverer the flags ask for, as the server's CallResults."""
+    from runtime.call_results import CallResults
+    from runtime.delivery import DeliveryConfig, open_delivery
+
+    if args.no_outbox:
+        if args.webhook or args.results_jsonl:
+            raise UsageError("--webhook and --results-jsonl need the outbox (drop --no-outbox)")
+        return CallResults(registry)
+    config = DeliveryConfig(
+        outbox_path=args.outbox,
+        webhooks=tuple(args.webhook),
+        webhook_secret=os.environ.get("DIALPLAN_WEBHOOK_SECRET") or None,
+        jsonl_path=args.results_jsonl,
+    )
+    outbox, deliverer = open_delivery(config, registry)
+    return CallResults(registry, outbox, deliverer)
 
 
 def _live_catalog(bots: Path, prompts: Path | None, registry: Registry) -> Any:
@@ -126,17 +170,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for problem in live.current().problems:
         print(f"error: {problem}", file=sys.stderr)
     try:
-        asyncio.run(_serve(live, registry, config, watch=args.watch))
+        asyncio.run(_serve(live, registry, config, call_results(args, registry), watch=args.watch))
     except OSError as exc:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     return 0
 
 
-async def _serve(live: Any, registry: Registry, config: Any, *, watch: bool) -> None:
+async def _serve(live: Any, registry: Registry, config: Any, results: Any, *, watch: bool) -> None:
     from runtime.devserver import describe_reload
     from runtime.transports.server import CallServer
 
-    server = CallServer(live.current, registry, config)
+    server = CallServer(live.current, registry, config, results=results)
     await server.start()
     print(f"dialplan serve — {len(live.current())} bot(s) from {live.bots_dir}", flush=True)
     for line in endpoint_lines(server):
@@ -198,16 +242,17 @@ async def _simulate(
     lines: list[str],
     variables: dict[str, Any],
 ) -> int:
+    from runtime.call import CallOverrides
     from runtime.phone_sim import SimulatedCaller, exact_listening
     from runtime.transports.server import CallServer, ServerConfig
     from runtime.voice_synth import CallerVoice
 
-    overrides = None
+    overrides = CallOverrides(ignore_schedule=args.ignore_schedule)
     if args.exact:
         stt = bot.bot.stt.provider if bot.bot.stt else "pocketsphinx"
         if stt != "pocketsphinx":
             raise UsageError(f"--exact needs the pocketsphinx STT; {bot.id} uses {stt!r}")
-        overrides = exact_listening(lines)
+        overrides.stt = exact_listening(lines).stt
         print("[--exact: pocketsphinx listens for the script's lines only]")
     config = ServerConfig(
         port=0, recordings_dir=args.recordings, record_all=True, overrides=overrides

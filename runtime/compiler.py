@@ -21,6 +21,7 @@ import jinja2
 from pydantic import BaseModel, ValidationError
 
 from runtime import toml_parser
+from runtime.dispositions import BUILTIN_NAMES, CompiledRule, rule_order
 from runtime.errors import CallSetupError, Problem, UnknownName, suggest
 from runtime.record import RECORD_FIELDS
 from runtime.registry import PROVIDER_KINDS, Registry
@@ -52,9 +53,10 @@ class CompiledBot:
     system: PromptTemplate
     context: PromptTemplate
     greeting: PromptTemplate
+    # by provider kind ("llm"), plus "analysis.llm" / "qc.llm" when the bot has those tables
     provider_options: Mapping[str, BaseModel]
     tools: tuple[CompiledTool, ...]
-    dispositions: tuple[tuple[str, Any], ...]  # (rule name, compiled expression)
+    dispositions: tuple[CompiledRule, ...]  # the bot's rules, then the built-ins, in order
     templates: Mapping[str, PromptTemplate] = field(default_factory=dict)  # key path -> template
     dependencies: frozenset[Path] = frozenset()  # template files this version was built from
 
@@ -138,6 +140,7 @@ class _BotCheck:
         bot = self.bot
         assert bot.id is not None
         provider_options = self.check_providers()
+        provider_options.update(self.check_post_call_llms())
         tools = self.check_tools()
         self.check_tool_references(provider_options, tools)
         self.check_variables_used(provider_options, tools)
@@ -147,8 +150,12 @@ class _BotCheck:
         greeting = self.template("prompt.greeting", bot.prompt.greeting, allowed=variable_names)
         for index, reminder in enumerate(bot.limits.silence_reminders):
             self.template(f"limits.silence_reminders[{index}]", reminder, allowed=variable_names)
+        for key in ("max_duration_message", "error_message"):
+            self.template(f"limits.{key}", getattr(bot.limits, key), allowed=variable_names)
         if bot.schedule and bot.schedule.closed_message:
             self.template("schedule.closed_message", bot.schedule.closed_message, variable_names)
+        if bot.voicemail and bot.voicemail.message:
+            self.template("voicemail.message", bot.voicemail.message, variable_names)
         record_names = variable_names | RECORD_FIELDS | {"record", "fields", "rubric"}
         if bot.analysis:
             self.template("analysis.prompt", bot.analysis.prompt, allowed=record_names)
@@ -303,24 +310,85 @@ class _BotCheck:
             except jinja2.TemplateError as exc:
                 self.problem(key, f"cannot compile: {exc}")
 
-    def check_dispositions(self) -> tuple[tuple[str, Any], ...]:
-        compiled: list[tuple[str, Any]] = []
+    def check_post_call_llms(self) -> dict[str, BaseModel]:
+        """`[analysis.llm]` and `[qc.llm]`: validated like `[llm]`, keyed by their table."""
+        validated: dict[str, BaseModel] = {}
+        for section in ("analysis", "qc", "voicemail"):
+            config = getattr(self.bot, section)
+            if config is None or config.llm is None:
+                continue
+            options = validate_provider_options(
+                self.registry,
+                "llm",
+                config.llm.provider,
+                config.llm.options(),
+                self.path,
+                self.problems,
+                key_prefix=f"{section}.",
+            )
+            if options is not None:
+                validated[f"{section}.llm"] = options
+        return validated
+
+    def check_dispositions(self) -> tuple[CompiledRule, ...]:
+        """The bot's rules and the built-ins it keeps, compiled in evaluation order."""
         known = RECORD_FIELDS | set(self.bot.variables) | {"variables", "record"}
-        for index, rule in enumerate(self.bot.dispositions):
-            key = f"dispositions[{index}].when"
+        position = {rule.name: index for index, rule in enumerate(self.bot.dispositions)}
+        for rule in self.bot.dispositions:
+            if not rule.enabled and rule.when is None and rule.name not in BUILTIN_NAMES:
+                self.problem(
+                    f"dispositions[{position[rule.name]}].name",
+                    f"there is no built-in rule {rule.name!r} to disable",
+                    suggest(rule.name, list(BUILTIN_NAMES), what="built-in rules"),
+                )
+        compiled: list[CompiledRule] = []
+        for rule in rule_order(self.bot.dispositions):
+            assert rule.when is not None  # enabled rules have one (schema)
+            index = position.get(rule.name)
+            if index is None:  # a built-in: known good
+                expression, _ = self.prompts.expression(rule.when)
+                compiled.append(CompiledRule(rule.name, expression, rule.skip_analysis, {}, True))
+                continue
+            key = f"dispositions[{index}]"
             try:
                 expression, names = self.prompts.expression(rule.when)
             except jinja2.TemplateSyntaxError as exc:
-                self.problem(key, f"invalid expression {rule.when!r}: {exc.message}")
+                self.problem(f"{key}.when", f"invalid expression {rule.when!r}: {exc.message}")
                 continue
             for name in sorted(names - known):
                 self.problem(
-                    key,
+                    f"{key}.when",
                     f"unknown name `{name}` in {rule.when!r}",
                     suggest(name, sorted(RECORD_FIELDS), what="call record fields"),
                 )
-            compiled.append((rule.name, expression))
+            values = self.disposition_values(key, rule.set, known)
+            compiled.append(CompiledRule(rule.name, expression, rule.skip_analysis, values))
         return tuple(compiled)
+
+    def disposition_values(
+        self, key: str, values: Mapping[str, Any], known: frozenset[str]
+    ) -> dict[str, Any]:
+        """A rule's `set`: string values become templates over the record."""
+        compiled: dict[str, Any] = {}
+        for name, value in values.items():
+            if not isinstance(value, str):
+                compiled[name] = value
+                continue
+            value_key = f"{key}.set.{name}"
+            try:
+                template = self.prompts.load_inline(value)
+            except TemplateFailure as failure:
+                self.problem(value_key, failure.message, failure.fix, line=failure.line)
+                continue
+            for unknown in sorted(template.names - known - set(self.prompts.env.globals)):
+                self.problem(
+                    value_key,
+                    f"unknown name `{unknown}` in {value!r}",
+                    suggest(unknown, sorted(RECORD_FIELDS), what="call record fields"),
+                )
+            self.templates[value_key] = template
+            compiled[name] = template
+        return compiled
 
     def version(self, dependencies: frozenset[Path]) -> str:
         digest = hashlib.sha256(self.raw)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,18 @@ class ResolvedTool:
 
 
 @dataclass(frozen=True)
+class EndingLines:
+    """What the bot says when a watchdog ends the call, rendered for this call at set-up
+    (so a template error fails the set-up, not the hang-up). Empty: end without a word."""
+
+    silence_reminders: tuple[str, ...] = ()
+    timeout: str = ""
+    apology: str = ""
+    closed: str = ""
+    voicemail: str = ""
+
+
+@dataclass(frozen=True)
 class CallPlan:
     """Everything needed to build one call's pipeline, decided before any I/O."""
 
@@ -47,6 +60,8 @@ class CallPlan:
     greeting_mode: str
     providers: Mapping[str, ResolvedProvider]
     tools: tuple[ResolvedTool, ...]
+    lines: EndingLines = EndingLines()
+    outside_hours: str | None = None  # set: why the bot's schedule is closed right now
 
     def new_context(self) -> CallContext:
         return CallContext(
@@ -68,11 +83,46 @@ def plan_call(snapshot: CatalogSnapshot, request: CallRequest, registry: Registr
     tools = tuple(
         ResolvedTool(tool.name, registry.tool(tool.binding.use), tool.options) for tool in bot.tools
     )
-    prompt = _render(bot, request, variables, snapshot)
+    context = _template_context(bot, request, variables)
+    prompt = _render(bot, request, context, snapshot)
     greeting_mode = (request.overrides.prompt and request.overrides.prompt.greeting_mode) or (
         bot.bot.prompt.greeting_mode
     )
-    return CallPlan(request, bot, variables, prompt, greeting_mode, providers, tools)
+    return CallPlan(
+        request,
+        bot,
+        variables,
+        prompt,
+        greeting_mode,
+        providers,
+        tools,
+        lines=_ending_lines(bot, context),
+        outside_hours=None if request.overrides.ignore_schedule else _closed_now(bot),
+    )
+
+
+def _ending_lines(bot: CompiledBot, context: Mapping[str, Any]) -> EndingLines:
+    def line(key: str) -> str:
+        template = bot.templates.get(key)
+        return _render_one(key, template, context).strip() if template is not None else ""
+
+    reminders = len(bot.bot.limits.silence_reminders)
+    return EndingLines(
+        silence_reminders=tuple(line(f"limits.silence_reminders[{i}]") for i in range(reminders)),
+        timeout=line("limits.max_duration_message"),
+        apology=line("limits.error_message"),
+        closed=line("schedule.closed_message"),
+        voicemail=line("voicemail.message"),
+    )
+
+
+def _closed_now(bot: CompiledBot) -> str | None:
+    schedule = bot.bot.schedule
+    now = dt.datetime.now(dt.timezone.utc)
+    if schedule is None or schedule.is_open(now):
+        return None
+    local = now.astimezone(zoneinfo.ZoneInfo(schedule.timezone))
+    return f"outside opening hours ({local:%a %H:%M} {schedule.timezone})"
 
 
 def _variables(bot: CompiledBot, request: CallRequest) -> dict[str, Any]:
@@ -129,6 +179,12 @@ def _providers(
         )
         if validated is not None:
             providers[kind] = ResolvedProvider(registry.provider(kind, name), validated)
+    voicemail = bot.bot.voicemail
+    if voicemail is not None and voicemail.llm is not None:
+        providers["voicemail.llm"] = ResolvedProvider(
+            registry.provider("llm", voicemail.llm.provider),
+            bot.provider_options["voicemail.llm"],
+        )
     if problems:
         raise CallSetupError(
             "invalid per-call overrides:\n" + "\n".join(f"  {p}" for p in problems)
@@ -136,13 +192,9 @@ def _providers(
     return providers
 
 
-def _render(
-    bot: CompiledBot,
-    request: CallRequest,
-    variables: Mapping[str, Any],
-    snapshot: CatalogSnapshot,
-) -> RenderedPrompt:
-    info = bot.bot_info()
+def _template_context(
+    bot: CompiledBot, request: CallRequest, variables: Mapping[str, Any]
+) -> dict[str, Any]:
     call = {
         "session_id": request.session_id,
         "transport": request.transport,
@@ -150,7 +202,16 @@ def _render(
         "callee": request.callee,
         "now": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    context = {**variables, "bot": info, "call": call}
+    return {**variables, "bot": bot.bot_info(), "call": call}
+
+
+def _render(
+    bot: CompiledBot,
+    request: CallRequest,
+    context: Mapping[str, Any],
+    snapshot: CatalogSnapshot,
+) -> RenderedPrompt:
+    info = bot.bot_info()
     prompt_overrides = request.overrides.prompt
     static = bot.static_prompt
     per_call_template, greeting_template = bot.context, bot.greeting

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from runtime.call import CallContext, CallRequest
+from runtime.call import CallContext, CallOverrides, CallRequest
 from runtime.errors import DialplanError, suggest
 from runtime.record import CallRecord, DisconnectedBy
 from runtime.scenario_file import Scenario, ToolMock, Turn
@@ -81,7 +81,13 @@ async def run_scenario(
     result = ScenarioResult(bot_id, scenario.name)
     started = time.perf_counter()
     try:
-        plan = plan_call(snapshot, CallRequest(bot=bot_id, variables=scenario.variables), registry)
+        # a scenario tests the conversation, at any hour: the schedule is not under test
+        request = CallRequest(
+            bot=bot_id,
+            variables=scenario.variables,
+            overrides=CallOverrides(ignore_schedule=True),
+        )
+        plan = plan_call(snapshot, request, registry)
     except DialplanError as exc:
         result.mismatches.append(Mismatch("setup", None, "the call starts", str(exc)))
         return result

@@ -66,13 +66,38 @@ class TurnConfig(Strict):
 
 
 class Limits(Strict):
-    max_duration: Duration = Field(900.0, description="hang up after this long (`timeout`)")
-    silence_timeout: Duration = Field(20.0, description="hang up after this much dead air (`rnr`)")
-    silence_reminders: list[str] = Field(
-        default_factory=list, description="said one by one while the line is silent"
+    """When a call ends without anyone deciding to end it. Messages are templates over the
+    call's variables; an empty message ends the call without a word."""
+
+    max_duration: Duration = Field(
+        900.0, gt=0, description="wall-clock limit of a call; then it ends as `timeout`"
     )
-    ring_timeout: Duration = Field(30.0, description="outbound: give up ringing (`no_answer`)")
+    max_duration_message: str = Field(
+        "", description="said (after cutting the bot off) when max_duration is reached"
+    )
+    silence_timeout: Duration = Field(
+        20.0, gt=0, description="hang up after this much dead air (`rnr`)"
+    )
+    silence_reminders: list[str] = Field(
+        default_factory=list,
+        description="said one by one, evenly spaced within silence_timeout, while the line "
+        "stays silent; the caller speaking starts them over",
+    )
+    ring_timeout: Duration = Field(
+        30.0, gt=0, description="outbound: give up ringing after this long (`no_answer`)"
+    )
     max_tool_steps: int = Field(3, ge=1, le=20)
+    max_provider_errors: int = Field(
+        1,
+        ge=0,
+        le=10,
+        description="unrecoverable STT/LLM/TTS errors (after the provider's own retries) "
+        "tolerated in a row; the next one ends the call as `error`",
+    )
+    error_message: str = Field(
+        "I'm sorry, something went wrong on our side. Please call again later.",
+        description="the apology said when the call ends on an error (when TTS still works)",
+    )
 
 
 class ToolBinding(BaseModel):
@@ -86,25 +111,92 @@ class ToolBinding(BaseModel):
 
 
 class DispositionRule(Strict):
-    name: str
-    when: str = Field(description="a Jinja expression over the call record")
-    skip_analysis: bool = False
-    set: dict[str, Any] = Field(default_factory=dict, description="fields to set on the record")
+    """An auto-disposition rule, applied after the call (see runtime/dispositions.py).
+
+    A rule named like a built-in rule (``short_call``, ``voicemail`` ...) replaces it;
+    ``enabled = false`` with no ``when`` just disables that built-in."""
+
+    name: str = Field(min_length=1, description="what `disposition` says when this fires")
+    when: str | None = Field(
+        None,
+        description="a Jinja expression over the call record (duration, disconnected_by, "
+        "has_customer_message, transcript, ...) and the call's variables",
+    )
+    enabled: bool = Field(True, description="false: never fire (disables a built-in rule)")
+    skip_analysis: bool = Field(False, description="no LLM analysis or QC when this fires")
+    set: dict[str, Any] = Field(
+        default_factory=dict,
+        description="values for the record's `fields`; a string value is a template over "
+        "the same names as `when`",
+    )
+
+    @model_validator(mode="after")
+    def _needs_a_condition(self) -> DispositionRule:
+        if self.enabled and self.when is None:
+            raise ValueError(
+                f"disposition {self.name!r} needs `when` (a Jinja expression over the call "
+                "record), or `enabled = false` to disable the built-in rule of that name"
+            )
+        return self
 
 
 AnalysisFieldType = Literal["bool", "number", "string", "list"] | list[str]
+POST_CALL_TIMEOUT = 60.0  # seconds; a post-call LLM job is not waited on by anyone live
+
+
+def _json_keys(what: str) -> Any:
+    """A validator for keys the LLM must reproduce exactly in its JSON reply."""
+
+    def check(value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            if not VARIABLE_NAME.match(key):
+                raise ValueError(f"{key!r} is not a valid {what} name (letters, digits, _)")
+        return value
+
+    return check
 
 
 class AnalysisConfig(Strict):
-    prompt: str
-    fields: dict[str, AnalysisFieldType] = Field(default_factory=dict)
-    llm: ProviderConfig | None = None
+    """Post-call analysis: one LLM call that returns exactly ``fields`` as a JSON object,
+    stored in the record's ``post_call_analysis``."""
+
+    prompt: str = Field(
+        description="what to extract: a file under prompts/ or inline text (a template over "
+        "the record; the transcript is appended to it)"
+    )
+    fields: dict[str, AnalysisFieldType] = Field(
+        min_length=1,
+        description='name -> "bool", "number", "string", "list" (of strings) or a list of '
+        "allowed strings",
+    )
+    llm: ProviderConfig | None = Field(None, description="the LLM to use; default: [llm]")
+    timeout: Duration = Field(POST_CALL_TIMEOUT, description="give up (both attempts) after")
+
+    _field_names = field_validator("fields")(_json_keys("field"))
+
+    @field_validator("fields")
+    @classmethod
+    def _usable_choices(cls, value: dict[str, AnalysisFieldType]) -> dict[str, AnalysisFieldType]:
+        for name, kind in value.items():
+            if isinstance(kind, list) and (not kind or len(set(kind)) != len(kind)):
+                raise ValueError(f"field {name!r}: list the allowed values, each once")
+        return value
 
 
 class QCConfig(Strict):
-    prompt: str
-    rubric: dict[str, str] = Field(default_factory=dict, description="criterion -> what it means")
-    llm: ProviderConfig | None = None
+    """Post-call quality control: every rubric criterion scored 1 (poor) to 5 (excellent)
+    with a note, plus a summary; stored in the record's ``qc`` as ``{"scores": {criterion:
+    {"score", "note"}}, "summary", "overall"}``, ``overall`` being the mean score."""
+
+    prompt: str = Field(
+        description="how to review: a file under prompts/ or inline text (a template over "
+        "the record; the transcript is appended to it)"
+    )
+    rubric: dict[str, str] = Field(min_length=1, description="criterion -> what a good call does")
+    llm: ProviderConfig | None = Field(None, description="the LLM to use; default: [llm]")
+    timeout: Duration = Field(POST_CALL_TIMEOUT, description="give up (both attempts) after")
+
+    _criterion_names = field_validator("rubric")(_json_keys("criterion"))
 
 
 class RecordingConfig(Strict):
@@ -187,6 +279,29 @@ def parse_span(span: str) -> tuple[dt.time, dt.time]:
     return start, end
 
 
+class VoicemailConfig(Strict):
+    """Answering-machine detection on outbound calls (livekit-agents' AMD), before the
+    greeting: a machine ends the call as `voicemail`."""
+
+    detect: bool = Field(True, description="listen for an answering machine on outbound calls")
+    action: Literal["hangup", "leave_message"] = Field(
+        "hangup", description="hang up, or leave `message` when the mailbox takes one"
+    )
+    message: str = Field("", description="the message left on the machine (template)")
+    timeout: Duration = Field(20.0, gt=0, description="give up detecting (treat as a person)")
+    llm: ProviderConfig | None = Field(
+        None,
+        description="classifies the greeting; default: the bot's [llm], or built-in "
+        "phrase matching when that is the offline `rules` provider",
+    )
+
+    @model_validator(mode="after")
+    def _message_to_leave(self) -> VoicemailConfig:
+        if self.action == "leave_message" and not self.message.strip():
+            raise ValueError('action = "leave_message" needs a `message` to leave')
+        return self
+
+
 class Bot(Strict):
     """One bot. ``id`` defaults to the file name."""
 
@@ -211,6 +326,7 @@ class Bot(Strict):
     qc: QCConfig | None = None
     recording: RecordingConfig = RecordingConfig()
     schedule: Schedule | None = None
+    voicemail: VoicemailConfig | None = None
 
     @field_validator("id")
     @classmethod

@@ -14,14 +14,18 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from livekit.agents import Agent, AgentSession, llm
+from livekit.agents.voice.agent_session import SessionConnectOptions
 from livekit.agents.voice.events import ConversationItemAddedEvent, ErrorEvent
 from livekit.agents.voice.run_result import RunResult
 
 from runtime.call import CallContext
+from runtime.lifecycle import Watchdogs
 from runtime.record import CallRecord, DisconnectedBy, ProviderUsage
 from runtime.resolve import CallPlan, ResolvedTool
 from runtime.tools import ToolDefinition, ToolFailure, ToolHandler
+from runtime.voicemail import PhraseClassifier, VoicemailScreen
 
+GOODBYE_LIMIT = 10.0  # seconds, plus 0.1 s per character, for the last words of a call
 TEXT_KINDS = ("llm",)  # a text-mode call builds only the LLM
 VOICE_KINDS = ("stt", "llm", "tts", "vad")
 
@@ -32,13 +36,50 @@ class DialplanAgent(Agent):
     def __init__(self, plan: CallPlan, tools: list[llm.Tool | llm.Toolset]) -> None:
         super().__init__(instructions=plan.prompt.instructions, tools=tools)
         self.plan = plan
+        self.voicemail_screen: VoicemailScreen | None = None
+        self._screening: asyncio.Task[None] | None = None
+        self._answering_with_greeting = False
 
     async def on_enter(self) -> None:
+        if self.plan.outside_hours:
+            return  # the closed message is the whole call
+        if self.voicemail_screen is None:
+            self._greet()
+            return
+        # an outbound call: AMD listens first; a person's "hello?" is answered by the
+        # greeting (not by a reply to "hello?"), a machine never hears it
+        self._answering_with_greeting = True
+        await self.voicemail_screen.start()
+        self._screening = asyncio.create_task(self._screen_then_greet(), name="dialplan.amd")
+
+    async def _screen_then_greet(self) -> None:
+        assert self.voicemail_screen is not None
+        try:
+            if not await self.voicemail_screen.verdict():
+                # the "hello?" that made AMD decide ends its turn around now; a greeting the
+                # turn could interrupt would be lost to a reply to "hello?"
+                self._greet(allow_interruptions=False)
+        finally:
+            self._answering_with_greeting = False
+
+    def _greet(self, allow_interruptions: bool | None = None) -> None:
+        """Say (or generate) the opening; None keeps the bot's turn settings."""
+        from livekit.agents.types import NOT_GIVEN
+
+        interruptible = NOT_GIVEN if allow_interruptions is None else allow_interruptions
         greeting = self.plan.prompt.greeting
         if self.plan.greeting_mode == "speak" and greeting:
-            self.session.say(greeting)
+            self.session.say(greeting, allow_interruptions=interruptible)
         elif self.plan.greeting_mode == "generate":
-            self.session.generate_reply(instructions=greeting or "Greet the caller.")
+            self.session.generate_reply(
+                instructions=greeting or "Greet the caller.", allow_interruptions=interruptible
+            )
+
+    async def on_user_turn_completed(
+        self, turn_ctx: llm.ChatContext, new_message: llm.ChatMessage
+    ) -> None:
+        if self._answering_with_greeting:
+            raise llm.StopResponse()
 
 
 @dataclass
@@ -49,14 +90,35 @@ class CallSession:
     session: AgentSession
     agent: DialplanAgent
     providers: dict[str, Any]
+    text_only: bool = True
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     _watcher: asyncio.Task[None] | None = None
+    _watchdogs: Watchdogs | None = None
 
     async def start(self, **start_options: Any) -> RunResult | None:
-        """Start the session; with ``capture_run=True`` the opening turn is returned."""
+        """Start the session; with ``capture_run=True`` the opening turn is returned.
+
+        Voice calls get their watchdogs (max duration, dead air); a text chat has no line
+        to watch, only the provider-error one. Outside the bot's opening hours the closed
+        message is said instead of the greeting and the call ends."""
+        plan = self.agent.plan
         self.call.add_event("call_started", bot_version=self.call.bot_version)
         result = await self.session.start(self.agent, **start_options)
+        self._watchdogs = Watchdogs(
+            self.session,
+            self.call,
+            plan.bot.bot.limits,
+            plan.lines,
+            timers=not self.text_only,
+        )
+        self._watchdogs.start()
         self._watcher = asyncio.create_task(self._end_when_requested(), name="dialplan.end_watch")
+        if plan.outside_hours:
+            self.call.request_end(
+                DisconnectedBy.OUTSIDE_HOURS,
+                cause=plan.outside_hours,
+                goodbye=plan.lines.closed or None,
+            )
         return result
 
     async def say_text(self, text: str) -> RunResult:
@@ -70,12 +132,18 @@ class CallSession:
         await self.call.ended_event().wait()
         end = self.call.end_request
         if end is not None and end.goodbye:
-            # RuntimeError: the session is already closing because the caller has gone
-            with contextlib.suppress(RuntimeError):
-                await self.session.say(end.goodbye, allow_interruptions=False)
+            # RuntimeError: the session is already closing because the caller has gone;
+            # TimeoutError: a stuck TTS must not keep the line (and its slot) forever
+            with contextlib.suppress(RuntimeError, asyncio.TimeoutError):
+                await asyncio.wait_for(
+                    self._say_goodbye(end.goodbye), GOODBYE_LIMIT + len(end.goodbye) / 10
+                )
         if end is not None and end.transfer_to:
             await self._transfer(end.transfer_to)
         self.finished.set()
+
+    async def _say_goodbye(self, text: str) -> None:
+        await self.session.say(text, allow_interruptions=False)
 
     async def _transfer(self, target: str) -> None:
         started = time.perf_counter()
@@ -102,6 +170,8 @@ class CallSession:
         only if nothing ended the call before (first reason wins)."""
         if self.call.end_request is None:
             self.call.request_end(disconnected_by, cause=cause)
+        if self._watchdogs is not None:
+            self._watchdogs.close()
         if self._watcher is not None:
             await self._watcher
         await self.session.aclose()
@@ -149,6 +219,9 @@ def build_call_session(
         tts=providers.get("tts") or _not_given(),
         vad=providers.get("vad"),
         max_tool_steps=plan.bot.bot.limits.max_tool_steps,
+        conn_options=SessionConnectOptions(
+            max_unrecoverable_errors=plan.bot.bot.limits.max_provider_errors
+        ),
         user_away_timeout=None,  # dead air is dialplan's watchdog, with its own reason
         aec_warmup_duration=echo_warmup,
         # a hung-up call waits this long for a last transcript; livekit's 2 s default
@@ -167,7 +240,26 @@ def build_call_session(
         },
     )
     _record_conversation(session, call)
-    return CallSession(call, session, DialplanAgent(plan, tools), providers)
+    agent = DialplanAgent(plan, tools)
+    voicemail = plan.bot.bot.voicemail
+    if not text_only and plan.request.direction == "outbound" and voicemail and voicemail.detect:
+        agent.voicemail_screen = VoicemailScreen(
+            session, call, voicemail, _voicemail_classifier(plan, call), plan.lines.voicemail
+        )
+    return CallSession(call, session, agent, providers, text_only=text_only)
+
+
+def _voicemail_classifier(plan: CallPlan, call: CallContext) -> llm.LLM | None:
+    """The LLM that tells a machine's greeting from a person's: `[voicemail.llm]`, else
+    the bot's own model (None), except that the offline `rules` engine cannot read free
+    text, so it gets the phrase matcher."""
+    configured = plan.providers.get("voicemail.llm")
+    if configured is not None:
+        instance: llm.LLM = configured.entry.factory(configured.options, call)
+        return instance
+    if plan.providers["llm"].entry.name == "rules":
+        return PhraseClassifier()
+    return None
 
 
 def _not_given() -> Any:

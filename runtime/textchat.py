@@ -9,6 +9,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TextIO
 
+from runtime.call import CallContext
 from runtime.record import CallRecord, DisconnectedBy
 from runtime.resolve import CallPlan
 
@@ -74,9 +75,11 @@ async def run_text_call(
 
     await call_session.start()
     await call_session.session.wait_for_idle()
+    if call.end_request is not None:  # e.g. outside opening hours: the bot only says so
+        await call_session.finished.wait()
     show_bot_lines()
     disconnected_by = DisconnectedBy.CUSTOMER
-    async for line in lines:
+    async for line in _until_ended(lines, call):
         if line.strip().lower() in QUIT_WORDS:
             break
         if not line.strip():
@@ -89,3 +92,11 @@ async def run_text_call(
     record = await call_session.close(disconnected_by, cause="caller left the chat")
     show_bot_lines()
     return record
+
+
+async def _until_ended(lines: AsyncIterator[str], call: CallContext) -> AsyncIterator[str]:
+    """The caller's lines, until the call has ended (then none are read)."""
+    if call.end_request is not None:
+        return
+    async for line in lines:
+        yield line

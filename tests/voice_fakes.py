@@ -8,7 +8,15 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions, stt, tts, utils
+from livekit.agents import (
+    DEFAULT_API_CONNECT_OPTIONS,
+    APIConnectOptions,
+    APIStatusError,
+    llm,
+    stt,
+    tts,
+    utils,
+)
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from pydantic import BaseModel, ConfigDict
 
@@ -68,18 +76,32 @@ class _ToneStream(tts.ChunkedStream):
         output_emitter.flush()
 
 
+class BrokenLLM(llm.LLM):
+    """An LLM whose provider answers every request with a non-retryable 500."""
+
+    def chat(self, *, chat_ctx: llm.ChatContext, **kwargs: Any) -> llm.LLMStream:
+        options = kwargs.get("conn_options", DEFAULT_API_CONNECT_OPTIONS)
+        return _BrokenStream(self, chat_ctx=chat_ctx, tools=[], conn_options=options)
+
+
+class _BrokenStream(llm.LLMStream):
+    async def _run(self) -> None:
+        raise APIStatusError("the model is overloaded", status_code=500, retryable=False)
+
+
 class ScriptOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     lines: list[str] = []
 
 
 class FakeVoicePlugin:
-    """Registers ``scripted`` STT and ``tone`` TTS."""
+    """Registers ``scripted`` STT, ``tone`` TTS and the ``broken`` LLM."""
 
     @hookimpl
     def register_providers(self, register: RegisterProvider) -> None:
         register(kind="stt", name="scripted", factory=_make_stt, options=ScriptOptions)
         register(kind="tts", name="tone", factory=_make_tts)
+        register(kind="llm", name="broken", factory=lambda options, call: BrokenLLM())
 
 
 def _make_stt(options: ScriptOptions, call: Any) -> ScriptedSTT:

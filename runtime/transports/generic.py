@@ -99,6 +99,7 @@ class GenericWire(Wire):
             callee=data.get("callee") if isinstance(data.get("callee"), str) else None,
             sample_rate=self.sample_rate,
             echoes_marks=bool(data.get("marks", False)),
+            outbound=data.get("direction") == "outbound",
         )
 
     def audio(self, pcm16: bytes) -> Outbound | None:

@@ -17,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from livekit import rtc
 from livekit.agents.utils.audio import AudioByteStream
@@ -287,3 +288,25 @@ def ignore_send_errors(task: asyncio.Future[None]) -> None:
     """For sends nobody awaits: a failure means the socket is closing, nothing to do."""
     if not task.cancelled():
         task.exception()  # retrieved, so asyncio does not log it
+
+
+async def speak_without_session(tts: Any, output: PacedAudioOutput, text: str) -> None:
+    """Say ``text`` straight through ``tts`` into ``output`` and wait until it has played:
+    the last words of a call whose session has already closed (an apology after a
+    provider failed). livekit resamples for the session; here it is done by hand."""
+    resampler: rtc.AudioResampler | None = None
+    rate = output.sample_rate or 0
+    async with tts.synthesize(text) as stream:
+        async for chunk in stream:
+            frame: rtc.AudioFrame = chunk.frame
+            if frame.sample_rate != rate:
+                resampler = resampler or rtc.AudioResampler(frame.sample_rate, rate)
+                for resampled in resampler.push(frame):
+                    await output.capture_frame(resampled)
+            else:
+                await output.capture_frame(frame)
+    if resampler is not None:
+        for resampled in resampler.flush():
+            await output.capture_frame(resampled)
+    output.flush()
+    await output.wait_for_playout()

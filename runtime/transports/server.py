@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import inspect
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -25,9 +26,11 @@ from typing import Any
 from aiohttp import web
 
 from runtime.call import CallOverrides, CallRequest
+from runtime.call_results import CallResults
 from runtime.catalog import CatalogSnapshot
+from runtime.compiler import CompiledBot
 from runtime.errors import DialplanError
-from runtime.record import CallRecord, DisconnectedBy
+from runtime.record import CallEvent, CallRecord, DisconnectedBy
 from runtime.registry import Registry
 from runtime.resolve import plan_call
 from runtime.transports.exotel import ExotelWire
@@ -63,6 +66,8 @@ class CallServer:
     config: ServerConfig = field(default_factory=ServerConfig)
     records: deque[CallRecord] = field(default_factory=lambda: deque(maxlen=RECENT_RECORDS))
     listeners: list[Callable[[CallRecord], None]] = field(default_factory=list)
+    # the outbox, post-call work and delivery; by default post-call work only
+    results: CallResults | None = None
     # live watchers of every call's transcript and timeline: (kind, data)
     observers: list[Callable[[str, dict[str, Any]], None]] = field(default_factory=list)
     active: int = 0
@@ -90,6 +95,10 @@ class CallServer:
         return app
 
     async def start(self) -> str:
+        if self.results is None:
+            self.results = CallResults(self.registry)
+        self.results.listeners.append(self._keep)
+        await self.results.start()
         self._runner = web.AppRunner(self.app(), handle_signals=False, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
@@ -105,6 +114,8 @@ class CallServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.results is not None:
+            await self.results.aclose()
 
     # -- HTTP --------------------------------------------------------------------------
 
@@ -142,7 +153,7 @@ class CallServer:
         bot = request.query.get("bot") or self.config.default_bot
         caller, callee = form.get("From", ""), form.get("To", "")
         if self.active >= self.config.max_concurrent_calls:
-            self._finish(
+            await self._finish(
                 self._unstarted_record(
                     CallRequest(bot=bot or "", transport="twilio", caller=caller, callee=callee),
                     DisconnectedBy.REJECTED,
@@ -209,7 +220,7 @@ class CallServer:
         request = self._request(start, wire)
         if self.active >= self.config.max_concurrent_calls:
             cause = f"at capacity ({self.active}/{self.config.max_concurrent_calls} calls)"
-            self._finish(self._unstarted_record(request, DisconnectedBy.REJECTED, cause))
+            await self._finish(self._unstarted_record(request, DisconnectedBy.REJECTED, cause))
             await send_error(ws, wire, cause)
             await ws.close(code=1013, message=f"{cause}: try again later".encode()[:120])
             return
@@ -218,7 +229,7 @@ class CallServer:
             try:
                 plan = plan_call(self.catalog(), request, self.registry)
             except DialplanError as exc:
-                self._finish(self._unstarted_record(request, DisconnectedBy.ERROR, str(exc)))
+                await self._finish(self._unstarted_record(request, DisconnectedBy.ERROR, str(exc)))
                 await send_error(ws, wire, str(exc))
                 await ws.close(code=1008, message=str(exc).splitlines()[0].encode()[:120])
                 return
@@ -226,10 +237,19 @@ class CallServer:
             call = StreamCall(
                 ws, wire, plan, start, record_audio=record_audio, observers=self.observers
             )
-            record = await call.run()
+            try:
+                record = await call.run()
+            except Exception as exc:  # a bug, not bad input: still a record, still a hang-up
+                log.exception("call %s failed", request.session_id)
+                cause = f"internal error: {type(exc).__name__}: {exc}"
+                await self._finish(
+                    self._unstarted_record(request, DisconnectedBy.ERROR, cause), plan.bot
+                )
+                await ws.close(code=1011, message=b"call failed: internal error")
+                return
             if call.recorder is not None:
-                record.recording_key = self._store_recording(record, call)
-            self._finish(record)
+                record.recording_key = await self._store_recording(record, call)
+            await self._finish(record, plan.bot)
         finally:
             self.active -= 1
 
@@ -239,6 +259,7 @@ class CallServer:
             bot=bot,
             variables=start.variables,
             transport=wire.transport,
+            direction="outbound" if start.outbound else "inbound",
             caller=start.caller,
             callee=start.callee,
             overrides=self.config.overrides or CallOverrides(),
@@ -267,23 +288,41 @@ class CallServer:
             cause=cause,
         )
 
-    def _store_recording(self, record: CallRecord, call: StreamCall) -> str:
+    async def _store_recording(self, record: CallRecord, call: StreamCall) -> str:
+        """Write the WAV, then offer it to the ``store_recording`` plugins. A store that
+        fails keeps the local file as the key: the record is never lost for it."""
         assert call.recorder is not None
         path = self.config.recordings_dir / f"{record.session_id}.wav"
         call.recorder.write(path)
-        stored = self.registry.hook.store_recording(record=record, path=str(path))
-        return stored or str(path)
+        try:
+            stored = self.registry.hook.store_recording(record=record, path=str(path))
+            if inspect.isawaitable(stored):
+                stored = await stored
+        except Exception as exc:
+            log.warning("recording %s stays at %s: %s", record.session_id, path, exc)
+            record.events.append(
+                CallEvent(
+                    type="recording_store_failed", at=record.duration, data={"error": str(exc)}
+                )
+            )
+            return str(path)
+        return str(stored) if stored else str(path)
 
-    def _finish(self, record: CallRecord) -> None:
+    async def _finish(self, record: CallRecord, bot: CompiledBot | None = None) -> None:
+        """Hand the record on: durable in the outbox before this call's slot is freed;
+        post-call work and delivery follow off the media path."""
+        if bot is None:
+            bot = self.catalog().bots.get(record.bot_id)
+        assert self.results is not None, "start() the server first"
+        await self.results.ended(record, bot)
+
+    def _keep(self, record: CallRecord) -> None:
+        """A finished record (post-call work done): recent list, records directory."""
         self.records.append(record)
         if self.config.records_dir is not None:
             self.config.records_dir.mkdir(parents=True, exist_ok=True)
             target = self.config.records_dir / f"{record.session_id}.json"
             target.write_text(record.model_dump_json(indent=2))
-        try:
-            self.registry.hook.call_ended(record=record)
-        except Exception:  # a plugin's bug must not lose the record for everyone else
-            log.exception("a call_ended hook failed for %s", record.session_id)
         for listener in self.listeners:
             listener(record)
 

@@ -17,7 +17,8 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from runtime.call import CallContext
-from runtime.record import CallEvent, CallRecord, DisconnectedBy
+from runtime.lifecycle import apology_possible
+from runtime.record import CallEvent, CallRecord, DisconnectedBy, TranscriptEntry
 from runtime.resolve import CallPlan
 from runtime.transports.line_control import StreamControl
 from runtime.transports.media import (
@@ -25,6 +26,7 @@ from runtime.transports.media import (
     MediaSink,
     PacedAudioOutput,
     ignore_send_errors,
+    speak_without_session,
 )
 from runtime.transports.recorder import StereoRecorder
 from runtime.transports.wire import Dtmf, Malformed, Mark, Media, Outbound, Start, Stop, Wire
@@ -32,6 +34,7 @@ from runtime.transports.wire import Dtmf, Malformed, Mark, Media, Outbound, Star
 START_TIMEOUT = 10.0  # a client that never says `start` is not kept waiting for
 MAX_MALFORMED = 50  # after this many unusable messages the call ends as `error`
 REPORTED_MALFORMED = 5  # the timeline keeps the first few, then counts
+APOLOGY_LIMIT = 15.0  # seconds: a TTS that hangs must not keep a failed call's line open
 
 
 class StartFailed(Exception):
@@ -177,6 +180,8 @@ class StreamCall(MediaSink):
             reader.cancel()
         audio_in.close()
         record = await call_session.close(disconnected_by, cause=cause)
+        if record.disconnected_by == DisconnectedBy.ERROR.value and not self.ws.closed:
+            await self._apologise(call_session.providers.get("tts"), call, record)
         await self.output.aclose()
         record.events.append(
             CallEvent(type="audio_out", at=call.elapsed(), data=self.output.stats.summary())
@@ -216,6 +221,21 @@ class StreamCall(MediaSink):
                     )
         code = self.ws.close_code
         return DisconnectedBy.CUSTOMER, f"the socket closed (code {code})"
+
+    async def _apologise(self, tts: Any, call: CallContext, record: CallRecord) -> None:
+        """The caller hears a short apology rather than a silent hang-up, when the voice
+        still works (the session is closed by now, so it goes straight to the line)."""
+        apology = self.plan.lines.apology
+        if tts is None or not apology or not apology_possible(call) or self.output is None:
+            return
+        try:
+            await asyncio.wait_for(speak_without_session(tts, self.output, apology), APOLOGY_LIMIT)
+        except Exception as exc:  # the apology is a courtesy; the hang-up must happen
+            record.events.append(
+                CallEvent(type="apology_failed", at=call.elapsed(), data={"error": repr(exc)})
+            )
+        else:
+            record.transcript.append(TranscriptEntry(role="bot", text=apology, at=call.elapsed()))
 
     async def _hang_up(self, record: CallRecord) -> None:
         """The line goes down: tell clients that listen why, then close the socket."""

@@ -35,7 +35,7 @@ from runtime.transports.wire import (
 
 SAMPLE_RATE = 8000
 # names the webhook puts in <Parameter>s; everything else becomes a call variable
-RESERVED_PARAMETERS = frozenset({"bot", "caller", "callee"})
+RESERVED_PARAMETERS = frozenset({"bot", "caller", "callee", "direction"})
 
 
 class TwilioWire(Wire):
@@ -80,6 +80,7 @@ class TwilioWire(Wire):
             variables={k: v for k, v in params.items() if k not in RESERVED_PARAMETERS},
             caller=_opt_str(params.get("caller")),
             callee=_opt_str(params.get("callee")),
+            outbound=params.get("direction") == "outbound",
             sample_rate=SAMPLE_RATE,
             echoes_marks=True,
         )

@@ -32,6 +32,7 @@ class Start:
     callee: str | None = None
     sample_rate: int = 8000
     echoes_marks: bool = True
+    outbound: bool = False  # we placed the call (a dialer bridged it): voicemail screening
 
 
 @dataclass(frozen=True)

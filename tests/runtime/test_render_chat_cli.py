@@ -50,10 +50,13 @@ def runs() -> dict[str, Run]:
         "render_bob": start("render", "receptionist", "--var", "caller_name=Bob"),
         "render_reminder": start("render", "reminder"),
         "schema": start("schema"),
-        "chat_script": start("chat", "receptionist", "--script", DEMO_SCRIPT, "--record", "-"),
+        "chat_script": start(
+            "chat", "receptionist", "--ignore-schedule", "--script", DEMO_SCRIPT, "--record", "-"
+        ),
         "chat_typed": start(
             "chat",
             "receptionist",
+            "--ignore-schedule",
             "--record",
             "-",
             stdin="".join(f"{line}\n" for line in TYPED_LINES),
@@ -61,6 +64,7 @@ def runs() -> dict[str, Run]:
         "chat_override": start(
             "chat",
             "receptionist",
+            "--ignore-schedule",
             "--say",
             "Do you sell bicycles?",
             "--overrides",

@@ -11,7 +11,7 @@ from livekit.agents import llm
 from pydantic import BaseModel
 
 from runtime import DisconnectedBy, ToolDefinition, ToolFailure, hookimpl
-from runtime.call import CallRequest
+from runtime.call import CallOverrides, CallRequest
 from runtime.catalog import load_catalog
 from runtime.registry import Registry, load_registry
 from runtime.resolve import plan_call
@@ -19,12 +19,13 @@ from runtime.session import build_call_session
 
 from ..conftest import REPO
 
+OPEN = CallOverrides(ignore_schedule=True)  # the receptionist keeps office hours
+
 
 async def test_receptionist_conversation_with_end_call(registry: Registry) -> None:
     snapshot = load_catalog(REPO / "bots", registry)
-    plan = plan_call(
-        snapshot, CallRequest(bot="receptionist", variables={"caller_name": "Ann"}), registry
-    )
+    request = CallRequest(bot="receptionist", variables={"caller_name": "Ann"}, overrides=OPEN)
+    plan = plan_call(snapshot, request, registry)
     call_session = build_call_session(plan)
     opening = await call_session.start(capture_run=True)
     assert opening is not None
@@ -51,7 +52,7 @@ async def test_receptionist_conversation_with_end_call(registry: Registry) -> No
 
 async def test_customer_hangup_is_recorded(registry: Registry) -> None:
     snapshot = load_catalog(REPO / "bots", registry)
-    plan = plan_call(snapshot, CallRequest(bot="receptionist"), registry)
+    plan = plan_call(snapshot, CallRequest(bot="receptionist", overrides=OPEN), registry)
     call_session = build_call_session(plan)
     await call_session.start()
     await call_session.say_text("where are you?")

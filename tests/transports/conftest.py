@@ -53,8 +53,10 @@ def fake_bot(bot_dir: Callable[..., Path]) -> Callable[..., Path]:
 async def serve(tmp_path: Path) -> AsyncIterator[Callable[..., CallServer]]:
     servers: list[CallServer] = []
 
-    async def start(bots: Path, **config: object) -> CallServer:
-        registry = load_registry(extra_plugins=[("fake_voice", FakeVoicePlugin())])
+    async def start(
+        bots: Path, plugins: tuple[tuple[str, object], ...] = (), **config: object
+    ) -> CallServer:
+        registry = load_registry(extra_plugins=[("fake_voice", FakeVoicePlugin()), *plugins])
         snapshot = load_catalog(bots, registry)
         assert not snapshot.problems, snapshot.problems
         options = {"port": 0, "recordings_dir": tmp_path / "recordings", **config}

@@ -25,6 +25,7 @@ def test_a_simulated_phone_call_is_heard_answered_and_recorded(tmp_path: Path) -
         "--script",
         str(script),
         "--exact",
+        "--ignore-schedule",
         "--recordings",
         str(tmp_path / "recordings"),
         "--record",

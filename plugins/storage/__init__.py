@@ -1,0 +1,1 @@
+"""Recording stores: plugins implementing the ``store_recording`` hook."""

@@ -1,0 +1,107 @@
+"""What happens to a call record after the hang-up.
+
+1. The record is written to the outbox (held) before the call's capacity slot is freed:
+   from then on a crash cannot lose it.
+2. ``call_ended`` plugins hear about it.
+3. Post-call work (dispositions, LLM analysis, QC) runs in a task of its own, off the media
+   path: it never delays the hang-up or the next call.
+4. The finished record is released to the deliverer (webhooks, JSONL, plugins).
+
+Records a crash left held (post-call work interrupted) are released at the next start,
+marked as such, so they are still delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from runtime.postcall import run_post_call
+from runtime.record import CallRecord
+
+if TYPE_CHECKING:
+    from runtime.compiler import CompiledBot
+    from runtime.delivery import Deliverer
+    from runtime.outbox import Outbox
+    from runtime.registry import Registry
+
+log = logging.getLogger("dialplan.results")
+
+INTERRUPTED = "post-call work was interrupted (the process stopped); delivered without it"
+
+
+class CallResults:
+    def __init__(
+        self,
+        registry: Registry,
+        outbox: Outbox | None = None,
+        deliverer: Deliverer | None = None,
+    ) -> None:
+        self.registry = registry
+        self.outbox = outbox
+        self.deliverer = deliverer
+        # hear every finished record (after post-call work): the server's recent list,
+        # a records directory, tests
+        self.listeners: list[Callable[[CallRecord], None]] = []
+        self.durable_ms: list[float] = []  # hang-up → record durable, per call (bounded)
+        self._post_call: set[asyncio.Task[CallRecord]] = set()
+
+    async def start(self) -> None:
+        if self.outbox is not None:
+            for record in await self.outbox.held():
+                record.analysis_error = record.analysis_error or INTERRUPTED
+                await self.outbox.release(record)
+                log.warning("released %s, whose post-call work was interrupted", record.session_id)
+        if self.deliverer is not None:
+            self.deliverer.start()
+
+    async def ended(self, record: CallRecord, bot: CompiledBot | None) -> asyncio.Task[CallRecord]:
+        """Make the record durable now; post-call work and delivery follow in a task."""
+        started = time.perf_counter()
+        if self.outbox is not None:
+            await self.outbox.put(record, held=True)
+            self.durable_ms.append((time.perf_counter() - started) * 1000)
+            del self.durable_ms[:-1000]
+        try:
+            self.registry.hook.call_ended(record=record)
+        except Exception:  # a plugin's bug must not lose the record for everyone else
+            log.exception("a call_ended hook failed for %s", record.session_id)
+        task = asyncio.create_task(self._finish(record, bot), name="dialplan.post_call")
+        self._post_call.add(task)
+        task.add_done_callback(self._post_call.discard)
+        return task
+
+    async def _finish(self, record: CallRecord, bot: CompiledBot | None) -> CallRecord:
+        if bot is not None:
+            record = await run_post_call(record, bot, self.registry)
+        if self.outbox is not None:
+            await self.outbox.release(record)
+        for listener in self.listeners:
+            try:
+                listener(record)
+            except Exception:
+                log.exception("a record listener failed for %s", record.session_id)
+        return record
+
+    async def drain(self) -> None:
+        """Wait for the post-call work of every ended call."""
+        while self._post_call:
+            await asyncio.gather(*list(self._post_call), return_exceptions=True)
+
+    async def aclose(self, grace: float = 30.0) -> None:
+        """Let post-call work finish (for up to ``grace`` seconds: what is cut short stays
+        held and is released at the next start), then stop delivering."""
+        try:
+            await asyncio.wait_for(self.drain(), grace)
+        except asyncio.TimeoutError:
+            log.warning("%d calls' post-call work left for the next start", len(self._post_call))
+            for task in list(self._post_call):
+                task.cancel()
+            await asyncio.gather(*list(self._post_call), return_exceptions=True)
+        if self.deliverer is not None:
+            await self.deliverer.aclose()
+        if self.outbox is not None:
+            await self.outbox.aclose()
