@@ -49,6 +49,12 @@ class CallResults:
         self.durable_ms: list[float] = []  # hang-up → record durable, per call (bounded)
         self._post_call: set[asyncio.Task[CallRecord]] = set()
 
+    def describe(self) -> str:
+        if self.outbox is None:
+            return "kept in memory (no outbox, no delivery)"
+        sinks = ", ".join(self.outbox.sinks) or "no sinks (add --webhook or --results-jsonl)"
+        return f"outbox {self.outbox.path} → {sinks}"
+
     async def start(self) -> None:
         if self.outbox is not None:
             for record in await self.outbox.held():

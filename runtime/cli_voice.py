@@ -185,6 +185,7 @@ async def _serve(live: Any, registry: Registry, config: Any, results: Any, *, wa
     print(f"dialplan serve — {len(live.current())} bot(s) from {live.bots_dir}", flush=True)
     for line in endpoint_lines(server):
         print(line, flush=True)
+    print(f"  call records        {results.describe()}", flush=True)
     stop = asyncio.Event()
     tasks = []
     if watch:

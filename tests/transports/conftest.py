@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from runtime.call_results import CallResults
 from runtime.catalog import load_catalog
 from runtime.registry import load_registry
 from runtime.transports.server import CallServer, ServerConfig
@@ -54,13 +55,17 @@ async def serve(tmp_path: Path) -> AsyncIterator[Callable[..., CallServer]]:
     servers: list[CallServer] = []
 
     async def start(
-        bots: Path, plugins: tuple[tuple[str, object], ...] = (), **config: object
+        bots: Path,
+        plugins: tuple[tuple[str, object], ...] = (),
+        results: CallResults | None = None,
+        **config: object,
     ) -> CallServer:
         registry = load_registry(extra_plugins=[("fake_voice", FakeVoicePlugin()), *plugins])
         snapshot = load_catalog(bots, registry)
         assert not snapshot.problems, snapshot.problems
         options = {"port": 0, "recordings_dir": tmp_path / "recordings", **config}
-        server = CallServer(lambda: snapshot, registry, ServerConfig(**options))  # type: ignore[arg-type]
+        config_ = ServerConfig(**options)  # type: ignore[arg-type]
+        server = CallServer(lambda: snapshot, registry, config_, results=results)
         await server.start()
         servers.append(server)
         return server

@@ -37,6 +37,7 @@ def test_serve_watch_reloads_bots_without_a_restart(tmp_path: Path) -> None:
         assert "1 bot(s)" in server.wait_for("dialplan serve —")
         base = server.wait_for("browser widget").split()[-1].rstrip("/")
         server.wait_for("capacity            3 concurrent calls")
+        assert "dialplan-outbox.db" in server.wait_for("call records        outbox")
         server.wait_for("watching")
         before = bots_version(base)
         (bots / "desk.toml").write_text(BOT.format(reply="Two."))
