@@ -13,7 +13,7 @@ import re
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from livekit.agents import llm
+from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, llm
 from livekit.agents.llm import ChatChunk, ChoiceDelta, FunctionToolCall
 
 from runtime.record import DisconnectedBy
@@ -56,14 +56,8 @@ class PhraseClassifier(llm.LLM):
             self,
             chat_ctx=chat_ctx,
             tools=kwargs.get("tools") or [],
-            conn_options=kwargs["conn_options"] if "conn_options" in kwargs else _default_conn(),
+            conn_options=kwargs.get("conn_options", DEFAULT_API_CONNECT_OPTIONS),
         )
-
-
-def _default_conn() -> Any:
-    from livekit.agents import DEFAULT_API_CONNECT_OPTIONS
-
-    return DEFAULT_API_CONNECT_OPTIONS
 
 
 def classify(transcript: str) -> str:

@@ -14,44 +14,12 @@ from typing import Any
 import aiohttp
 
 from runtime.schema import DAY_NAMES
+from tests.transports.conftest import FAKE_BOT
 from tests.transports.test_call_server import wait_for_records, ws_url
 from tests.voice_fakes import tone
 
 RATE = 16000
 FRAME = RATE // 50 * 2  # 20 ms of 16-bit PCM
-
-BOT = """
-[prompt]
-system = "You answer the test line."
-greeting = "Hello, this is the test line."
-[llm]
-provider = "{llm}"
-{llm_options}
-[[tools]]
-use = "end_call"
-goodbye = "Goodbye now."
-[stt]
-provider = "scripted"
-lines = {lines}
-[tts]
-provider = "tone"
-[vad]
-provider = "energy"
-[turn]
-min_endpointing_delay = "0.2s"
-[limits]
-{limits}
-{extra}
-"""
-
-RULES = """default = "Sorry, say that again?"
-[[llm.rules]]
-match = "hours"
-reply = "We are open nine to five."
-[[llm.rules]]
-match = "bye"
-tool = "end_call"
-"""
 
 
 def write_bot(
@@ -62,14 +30,13 @@ def write_bot(
     lines: tuple[str, ...] = ("what are your hours", "bye"),
     llm: str = "rules",
 ) -> Path:
-    text = (
-        BOT.replace("{llm_options}", RULES if llm == "rules" else "")
-        .replace("{llm}", llm)
-        .replace("{lines}", json.dumps(list(lines)))
-        .replace("{limits}", limits)
-        .replace("{extra}", extra)
-    )
-    return bot_dir("line", text)
+    """The transports' test bot (conftest's FAKE_BOT) with limits, more tables, or another
+    LLM provider in place of its rules."""
+    text = FAKE_BOT.replace("{lines}", json.dumps(list(lines)))
+    if llm != "rules":
+        rules = text[text.index("[llm]") : text.index("[[tools]]")]
+        text = text.replace(rules, f'[llm]\nprovider = "{llm}"\n')
+    return bot_dir("line", f"{text}\n[limits]\n{limits}\n{extra}\n")
 
 
 @dataclass
