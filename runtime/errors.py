@@ -8,6 +8,7 @@
     │   └── UnknownName       a bot names a provider/tool nobody registered
     ├── CallSetupError        a call cannot start (unknown bot, missing variables,
     │                         bad overrides, a template that fails on this call's data)
+    │   └── CallRejected      per-call config refused the call (the caller is told why)
     └── MissingExtra          an optional provider's package is not installed
 
 Messages name the file, the key path or the plugin, say what is wrong and how to fix it.
@@ -96,6 +97,16 @@ class UnknownName(PluginError):
 
 class CallSetupError(DialplanError):
     pass
+
+
+class CallRejected(CallSetupError):
+    """A ``resolve_call`` plugin refused this call (e.g. the config endpoint answered 404).
+    ``message`` is what the caller hears before the line closes; the record says
+    ``disconnected_by = "rejected"`` with ``str(self)`` as the cause."""
+
+    def __init__(self, cause: str, message: str = "") -> None:
+        super().__init__(cause)
+        self.message = message
 
 
 class MissingExtra(DialplanError):

@@ -68,6 +68,7 @@ class CallRecord(BaseModel):
     duration: float = Field(0.0, description="seconds from start to end")
     disconnected_by: DisconnectedBy | None = None
     cause: str | None = Field(None, description="raw cause: SIP status, provider error, ...")
+    sip_status: int | None = Field(None, description="the SIP status of a failed outbound dial")
     transferred_to: str | None = Field(None, description="where the caller was transferred")
     transcript: list[TranscriptEntry] = Field(default_factory=list)
     events: list[CallEvent] = Field(default_factory=list)

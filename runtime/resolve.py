@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import inspect
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ class EndingLines:
     apology: str = ""
     closed: str = ""
     voicemail: str = ""
+    rejected: str = ""  # said when per-call config refused the call (CallRejected)
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class CallPlan:
     tools: tuple[ResolvedTool, ...]
     lines: EndingLines = EndingLines()
     outside_hours: str | None = None  # set: why the bot's schedule is closed right now
+    rejected: str | None = None  # set: why per-call config refused the call
 
     def new_context(self) -> CallContext:
         return CallContext(
@@ -73,10 +76,36 @@ class CallPlan:
         )
 
 
-def plan_call(snapshot: CatalogSnapshot, request: CallRequest, registry: Registry) -> CallPlan:
+async def resolve_request(request: CallRequest, registry: Registry) -> CallRequest:
+    """Ask the ``resolve_call`` plugins for this call's settings. A plugin may answer with
+    an awaitable (one that asks an HTTP endpoint): awaited here, on the caller's loop."""
     resolved = registry.hook.resolve_call(request=request)
-    if resolved is not None:
-        request = resolved
+    if inspect.isawaitable(resolved):
+        resolved = await resolved
+    return request if resolved is None else resolved
+
+
+def plan_call(
+    snapshot: CatalogSnapshot,
+    request: CallRequest,
+    registry: Registry,
+    *,
+    resolved: bool = False,
+) -> CallPlan:
+    """Decide everything about a call before any I/O. ``resolved``: the request already went
+    through `resolve_request` (async callers); otherwise plugins are asked here, and one
+    that needs to await cannot be served from this synchronous path."""
+    if not resolved:
+        answer = registry.hook.resolve_call(request=request)
+        if inspect.isawaitable(answer):
+            if inspect.iscoroutine(answer):
+                answer.close()
+            raise CallSetupError(
+                "a resolve_call plugin answers asynchronously (e.g. a config endpoint); "
+                "this command resolves calls synchronously: run the call through a server"
+            )
+        if answer is not None:
+            request = answer
     bot = snapshot.get(request.bot)
     variables = _variables(bot, request)
     providers = _providers(bot, request, registry)

@@ -41,8 +41,8 @@ class DialplanAgent(Agent):
         self._answering_with_greeting = False
 
     async def on_enter(self) -> None:
-        if self.plan.outside_hours:
-            return  # the closed message is the whole call
+        if self.plan.outside_hours or self.plan.rejected:
+            return  # the closed (or refusal) message is the whole call
         if self.voicemail_screen is None:
             self._greet()
             return
@@ -113,7 +113,11 @@ class CallSession:
         )
         self._watchdogs.start()
         self._watcher = asyncio.create_task(self._end_when_requested(), name="dialplan.end_watch")
-        if plan.outside_hours:
+        if plan.rejected:
+            self.call.request_end(
+                DisconnectedBy.REJECTED, cause=plan.rejected, goodbye=plan.lines.rejected or None
+            )
+        elif plan.outside_hours:
             self.call.request_end(
                 DisconnectedBy.OUTSIDE_HOURS,
                 cause=plan.outside_hours,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import inspect
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -29,10 +28,11 @@ from runtime.call import CallOverrides, CallRequest
 from runtime.call_results import CallResults
 from runtime.catalog import CatalogSnapshot
 from runtime.compiler import CompiledBot
-from runtime.errors import DialplanError
-from runtime.record import CallEvent, CallRecord, DisconnectedBy
+from runtime.errors import CallRejected, DialplanError
+from runtime.record import CallRecord, DisconnectedBy
+from runtime.recordings import offer_recording
 from runtime.registry import Registry
-from runtime.resolve import plan_call
+from runtime.resolve import plan_call, resolve_request
 from runtime.transports.exotel import ExotelWire
 from runtime.transports.generic import GenericWire
 from runtime.transports.stream_call import StartFailed, StreamCall, await_start, send_error
@@ -227,9 +227,12 @@ class CallServer:
         self.active += 1
         try:
             try:
-                plan = plan_call(self.catalog(), request, self.registry)
+                request = await resolve_request(request, self.registry)
+                plan = plan_call(self.catalog(), request, self.registry, resolved=True)
             except DialplanError as exc:
-                await self._finish(self._unstarted_record(request, DisconnectedBy.ERROR, str(exc)))
+                refused = isinstance(exc, CallRejected)
+                reason = DisconnectedBy.REJECTED if refused else DisconnectedBy.ERROR
+                await self._finish(self._unstarted_record(request, reason, str(exc)))
                 await send_error(ws, wire, str(exc))
                 await ws.close(code=1008, message=str(exc).splitlines()[0].encode()[:120])
                 return
@@ -289,24 +292,11 @@ class CallServer:
         )
 
     async def _store_recording(self, record: CallRecord, call: StreamCall) -> str:
-        """Write the WAV, then offer it to the ``store_recording`` plugins. A store that
-        fails keeps the local file as the key: the record is never lost for it."""
+        """Write the WAV, then offer it to the ``store_recording`` plugins."""
         assert call.recorder is not None
         path = self.config.recordings_dir / f"{record.session_id}.wav"
         call.recorder.write(path)
-        try:
-            stored = self.registry.hook.store_recording(record=record, path=str(path))
-            if inspect.isawaitable(stored):
-                stored = await stored
-        except Exception as exc:
-            log.warning("recording %s stays at %s: %s", record.session_id, path, exc)
-            record.events.append(
-                CallEvent(
-                    type="recording_store_failed", at=record.duration, data={"error": str(exc)}
-                )
-            )
-            return str(path)
-        return str(stored) if stored else str(path)
+        return await offer_recording(self.registry, record, path)
 
     async def _finish(self, record: CallRecord, bot: CompiledBot | None = None) -> None:
         """Hand the record on: durable in the outbox before this call's slot is freed;

@@ -1,0 +1,1 @@
+"""The LiveKit fleet: worker, telephony provisioning, outbound calls and campaigns."""
