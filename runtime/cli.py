@@ -132,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     from runtime.cli_outbox import add_outbox_commands
 
     add_outbox_commands(commands)
+
+    from runtime.cli_fleet import add_fleet_commands
+
+    add_fleet_commands(commands)
     return parser
 
 

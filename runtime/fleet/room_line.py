@@ -145,8 +145,11 @@ async def delete_room(api_factory: Callable[[], api.LiveKitAPI], room: str) -> N
 
 
 def _reason(participant: rtc.RemoteParticipant) -> str:
-    with contextlib.suppress(Exception):
-        from livekit import rtc
+    from livekit import rtc
 
-        return str(rtc.DisconnectReason.Name(participant.disconnect_reason or 0))
-    return "unknown reason"
+    reason = participant.disconnect_reason
+    if reason is None:
+        return "unknown reason"
+    with contextlib.suppress(ValueError):
+        return str(rtc.DisconnectReason.Name(reason))
+    return f"reason {reason}"
