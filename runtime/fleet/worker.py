@@ -193,6 +193,9 @@ class Worker:
             ws_url=self.env.get("LIVEKIT_URL"),
             api_key=self.env.get("LIVEKIT_API_KEY"),
             api_secret=self.env.get("LIVEKIT_API_SECRET"),
+            # jobs are threads; "spawn" keeps livekit from re-arming the process-wide
+            # forkserver preload list, which nothing here uses
+            multiprocessing_context="spawn",
         )
         self.server.rtc_session(
             self._entrypoint, agent_name=self.agent_name or "", on_request=self._on_request

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,7 @@ class LocalLine:
         self._speaker: asyncio.Task[None] | None = None
         self._recording: Path | None = None
         self.session: AgentSession | None = None
+        self.session_started_at: float | None = None  # time.monotonic(), for the figures
 
     # -- RoomLine ------------------------------------------------------------------------
 
@@ -82,6 +84,7 @@ class LocalLine:
         session.input.audio = self._audio_in
         session.output.audio = PacedAudioOutput(self.sink, RATE, echoes_marks=False)
         self._speaker = asyncio.create_task(self._speak())
+        session.on("agent_state_changed", self._first_state)
         self.bound.set()
         return {}
 
@@ -103,6 +106,11 @@ class LocalLine:
         recorder = self.session._recorder_io if self.session is not None else None
         path = getattr(recorder, "output_path", None)
         return Path(path) if path else None
+
+    def _first_state(self, _event: object) -> None:
+        # the agent's first state change: its activity runs, the session has started
+        if self.session_started_at is None:
+            self.session_started_at = time.monotonic()
 
     # -- the test's hands ----------------------------------------------------------------
 
