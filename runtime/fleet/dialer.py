@@ -183,7 +183,6 @@ class Call:
         )
 
     async def _dial(self, client: api.LiveKitAPI, trunk_id: str) -> DialOutcome:
-        from google.protobuf.duration_pb2 import Duration
         from livekit import api
 
         ringing, duration = self._limits()
@@ -195,10 +194,10 @@ class Call:
             participant_identity=self.participant_identity,
             participant_name=self.to,
             wait_until_answered=True,
-            ringing_timeout=Duration(seconds=int(ringing)),
+            ringing_timeout=_duration(ringing),
         )
         if duration:
-            request.max_call_duration.CopyFrom(Duration(seconds=int(duration)))
+            request.max_call_duration.CopyFrom(_duration(duration))
         started = dt.datetime.now(dt.timezone.utc)
         try:
             await client.sip.create_sip_participant(request)
@@ -270,3 +269,10 @@ class Call:
             log.warning(
                 "call %s to %s failed (%s); no results store given", self.session_id, self.to, cause
             )
+
+
+def _duration(seconds: float) -> Any:
+    from google.protobuf.duration_pb2 import Duration
+
+    whole = int(seconds)
+    return Duration(seconds=whole, nanos=int(round((seconds - whole) * 1e9)))
