@@ -174,7 +174,10 @@ def _bot_ids(bots: Path) -> list[str]:
 
     if not bots.is_dir():
         return []
-    return list(load_catalog(bots, load_registry()).bots)
+    snapshot = load_catalog(bots, load_registry())
+    for problem in snapshot.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    return list(snapshot.bots)
 
 
 # -- call --------------------------------------------------------------------------------
