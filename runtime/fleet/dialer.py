@@ -275,4 +275,4 @@ def _duration(seconds: float) -> Any:
     from google.protobuf.duration_pb2 import Duration
 
     whole = int(seconds)
-    return Duration(seconds=whole, nanos=int(round((seconds - whole) * 1e9)))
+    return Duration(seconds=whole, nanos=round((seconds - whole) * 1e9))
