@@ -7,7 +7,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 export UV_PYTHON_DOWNLOADS := never
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: all env demo test lint typecheck pytest validate scenarios bench dev clean browser
+.PHONY: all env demo test lint typecheck pytest validate scenarios bench dev clean browser postgres
 
 all: test
 
@@ -37,7 +37,15 @@ browser:
 		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
-pytest: env browser
+# the results-store tests start a throwaway PostgreSQL from Debian's server binaries
+# (kept off PATH in /usr/lib/postgresql/<major>/bin)
+postgres:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		echo "installing Debian's postgresql for the results-store tests"; \
+		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; }
+
+pytest: env browser postgres
 	$(UV) run --frozen pytest -q
 
 validate: env

@@ -25,7 +25,7 @@ from runtime.record import CallRecord
 if TYPE_CHECKING:
     from runtime.compiler import CompiledBot
     from runtime.delivery import Deliverer
-    from runtime.outbox import Outbox
+    from runtime.record_store import RecordStore
     from runtime.registry import Registry
 
 log = logging.getLogger("dialplan.results")
@@ -37,7 +37,7 @@ class CallResults:
     def __init__(
         self,
         registry: Registry,
-        outbox: Outbox | None = None,
+        outbox: RecordStore | None = None,
         deliverer: Deliverer | None = None,
     ) -> None:
         self.registry = registry

@@ -1,5 +1,6 @@
 """`dialplan outbox ...`: look into the result outbox, retry or replay deliveries, and run
-the deliverer in the foreground."""
+the deliverer in the foreground. ``--postgres DSN`` does the same on a fleet's shared
+PostgreSQL store."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,12 +28,14 @@ from runtime.delivery import (
 )
 from runtime.durations import parse_duration
 from runtime.outbox import Outbox, OutboxEntry, SinkStatus
+from runtime.record_store import RecordStore
 from runtime.sinks import HookSink, JsonlSink, Sink, WebhookSink
 
 if TYPE_CHECKING:
     from runtime.registry import Registry
 
 STATES = ("pending", "delivered", "dead", "held")
+RESULTS_DSN_ENV = "DIALPLAN_RESULTS_DSN"
 ERROR_COLUMN_CHARS = 60
 
 
@@ -99,6 +103,22 @@ def _db_argument(parser: argparse.ArgumentParser) -> None:
         default=default_outbox_path(),
         help=f"the outbox file (default: ${OUTBOX_ENV} or ./dialplan-outbox.db)",
     )
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get(RESULTS_DSN_ENV) or None,
+        metavar="DSN",
+        help=f"a fleet's shared PostgreSQL store instead of the file (default: "
+        f"${RESULTS_DSN_ENV}); --db is not used then",
+    )
+
+
+def open_outbox(args: argparse.Namespace) -> RecordStore:
+    """The store the command names, which must exist already."""
+    if args.postgres:
+        from runtime.pg_outbox import PostgresOutbox  # psycopg is an optional extra
+
+        return PostgresOutbox(args.postgres, create=False)
+    return Outbox(args.db, create=False)
 
 
 # -- commands --------------------------------------------------------------------------
@@ -107,10 +127,10 @@ def _db_argument(parser: argparse.ArgumentParser) -> None:
 def cmd_list(args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise UsageError("--limit must be 1 or more")
-    with Outbox(args.db, create=False) as outbox:
+    with closing(open_outbox(args)) as outbox:
         entries = outbox.entries(args.state, args.limit)
     if not entries:
-        print(f"no records{f' with state {args.state}' if args.state else ''} in {args.db}")
+        print(f"no records{f' with state {args.state}' if args.state else ''} in {outbox.path}")
         return 0
     for line in table(entries):
         print(line)
@@ -118,7 +138,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    with Outbox(args.db, create=False) as outbox:
+    with closing(open_outbox(args)) as outbox:
         count = outbox.retry(args.session_id)
         entry = outbox.entry(args.session_id)
     assert entry is not None  # retry raised otherwise
@@ -135,7 +155,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     since = parse_since(args.since)
-    with Outbox(args.db, create=False) as outbox:
+    with closing(open_outbox(args)) as outbox:
         count = outbox.replay(since)
     print(f"re-queued {count} record(s) that ended since {_utc(since)}")
     return 0
@@ -145,13 +165,14 @@ def cmd_deliver(args: argparse.Namespace) -> int:
     secret = os.environ.get(WEBHOOK_SECRET_ENV) or None
     config = DeliveryConfig(
         outbox_path=args.db,
+        postgres_dsn=args.postgres,
         webhooks=args.webhook,
         webhook_secret=secret,
         jsonl_path=args.jsonl,
         hooks=args.hooks,
         timeout=args.timeout,
     )
-    with Outbox(args.db, create=False) as outbox:
+    with closing(open_outbox(args)) as outbox:
         if args.webhook or args.jsonl or args.hooks:
             sinks = build_sinks(config, _registry() if args.hooks else None)
             if args.hooks and not any(isinstance(sink, HookSink) for sink in sinks):
@@ -159,7 +180,7 @@ def cmd_deliver(args: argparse.Namespace) -> int:
         else:
             sinks = sinks_named(pending_sinks(outbox), secret, timeout=args.timeout)
             if not sinks:
-                print(f"nothing pending in {args.db}")
+                print(f"nothing pending in {outbox.path}")
                 return 0
         deliverer = Deliverer(
             outbox,
@@ -170,7 +191,7 @@ def cmd_deliver(args: argparse.Namespace) -> int:
             on_outcome=show_outcome,
         )
         names = ", ".join(sink.name for sink in sinks)
-        print(f"delivering from {args.db} to {names}", flush=True)
+        print(f"delivering from {outbox.path} to {names}", flush=True)
         waiting = pending_sinks(outbox)
         if waiting and not set(waiting) & {sink.name for sink in sinks}:
             print(
@@ -224,7 +245,7 @@ def parse_since(text: str) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
-def pending_sinks(outbox: Outbox) -> list[str]:
+def pending_sinks(outbox: RecordStore) -> list[str]:
     names = {
         status.sink
         for entry in outbox.entries("pending")

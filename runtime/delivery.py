@@ -13,7 +13,8 @@ failures (a webhook that was down) instead of retrying them in lockstep. After
 
 One deliverer per outbox file: it holds an advisory lock beside the database so a second
 one (``dialplan outbox deliver`` while the server runs) fails with a clear message instead
-of sending everything twice.
+of sending everything twice. A PostgreSQL store (``DeliveryConfig.postgres_dsn``) is shared
+by a fleet: there every worker delivers, and each delivery is claimed by one of them.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import IO, TYPE_CHECKING, Literal
 
 from runtime.errors import DialplanError
 from runtime.outbox import Delivery, Outbox, OutboxError
+from runtime.record_store import RecordStore
 from runtime.sinks import (
     DeliveryFailed,
     DeliveryRefused,
@@ -75,6 +77,7 @@ class DeliveryConfig:
     this one description."""
 
     outbox_path: Path = Path(DEFAULT_OUTBOX)
+    postgres_dsn: str | None = None  # a PostgreSQL store the fleet shares, instead of the file
     webhooks: Sequence[str] = ()
     webhook_secret: str | None = None
     jsonl_path: Path | None = None
@@ -122,11 +125,21 @@ def build_sinks(config: DeliveryConfig, registry: Registry | None = None) -> lis
 
 
 def open_delivery(
-    config: DeliveryConfig, registry: Registry | None = None
-) -> tuple[Outbox, Deliverer]:
-    """The outbox and its deliverer (not started yet), built from ``config``."""
+    config: DeliveryConfig, registry: Registry | None = None, *, worker_id: str | None = None
+) -> tuple[RecordStore, Deliverer]:
+    """The outbox and its deliverer (not started yet), built from ``config``. ``worker_id``
+    names this worker in a shared PostgreSQL store (default: hostname:pid)."""
     sinks = build_sinks(config, registry)
-    outbox = Outbox(config.outbox_path, sinks=[sink.name for sink in sinks])
+    names = [sink.name for sink in sinks]
+    outbox: RecordStore
+    if config.postgres_dsn:
+        from runtime.pg_outbox import DEFAULT_LEASE_S, PostgresOutbox  # an optional extra
+
+        # a claim outlives the longest send, so no other worker takes over a live one
+        lease = max(DEFAULT_LEASE_S, 3 * config.timeout)
+        outbox = PostgresOutbox(config.postgres_dsn, sinks=names, worker_id=worker_id, lease=lease)
+    else:
+        outbox = Outbox(config.outbox_path, sinks=names)
     deliverer = Deliverer(
         outbox,
         sinks,
@@ -169,7 +182,7 @@ class Deliverer:
 
     def __init__(
         self,
-        outbox: Outbox,
+        outbox: RecordStore,
         sinks: Sequence[Sink],
         *,
         policy: RetryPolicy | None = None,
@@ -192,6 +205,8 @@ class Deliverer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._lock: IO[str] | None = None
+        self._listening = False
+        self._finished_while_asking: set[tuple[str, str]] = set()
         self._closing = False
 
     def start(self) -> None:
@@ -238,13 +253,17 @@ class Deliverer:
 
     def _begin(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._lock = _lock_outbox(self.outbox.path)
+        if isinstance(self.outbox, Outbox):  # a shared store claims each delivery instead
+            self._lock = _lock_outbox(self.outbox.path)
         self.outbox.add_listener(self.wake)
+        self._listening = True
 
     def _end(self) -> None:
-        if self._lock is not None:
+        if self._listening:
             with contextlib.suppress(ValueError):
                 self.outbox.remove_listener(self.wake)
+            self._listening = False
+        if self._lock is not None:
             self._lock.close()
             self._lock = None
 
@@ -268,11 +287,17 @@ class Deliverer:
         free = self.concurrency - len(sending)
         if free <= 0:
             return self.poll_interval, False  # a finishing send wakes the loop
+        self._finished_while_asking = set()
         candidates = await self.outbox.due(self.sinks, limit=len(sending) + free + 1)
         now = time.time()
         wait, idle = self.poll_interval, True
         for delivery in candidates:
             if delivery.key in sending:
+                continue
+            if delivery.key in self._finished_while_asking:
+                # due() may have read it before its outcome was written (a shared store
+                # reads and writes on separate connections): look again next round
+                idle = False
                 continue
             if delivery.body is None:
                 wait = min(wait, delivery.next_attempt_at - now)
@@ -290,6 +315,7 @@ class Deliverer:
 
         def finished(_: asyncio.Task[None]) -> None:
             self.progress.sending.pop(delivery.key, None)
+            self._finished_while_asking.add(delivery.key)
             self._wakeup.set()
 
         task.add_done_callback(finished)
