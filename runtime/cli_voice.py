@@ -113,6 +113,8 @@ def call_results(args: argparse.Namespace, registry: Registry) -> Any:
         return CallResults(registry)
     config = DeliveryConfig(
         outbox_path=args.outbox,
+        # a fleet's shared PostgreSQL store, as `dialplan start` reads it from dialplan.toml
+        postgres_dsn=os.environ.get("DIALPLAN_RESULTS_DSN") or None,
         webhooks=tuple(args.webhook),
         webhook_secret=os.environ.get("DIALPLAN_WEBHOOK_SECRET") or None,
         jsonl_path=args.results_jsonl,
