@@ -202,3 +202,25 @@ class CallContext:
             transcript=list(self.transcript),
             events=list(self.events),
         )
+
+
+def unstarted_record(
+    request: CallRequest, disconnected_by: DisconnectedBy, cause: str, bot_version: str = ""
+) -> CallRecord:
+    """The record of a call that never conversed (refused, or its set-up failed): the
+    caller still has a record, and the reason is in it."""
+    now = dt.datetime.now(dt.timezone.utc)
+    return CallRecord(
+        session_id=request.session_id,
+        bot_id=request.bot,
+        bot_version=bot_version,
+        transport=request.transport,
+        direction=request.direction,
+        caller=request.caller,
+        callee=request.callee,
+        variables=request.variables,
+        started_at=now,
+        ended_at=now,
+        disconnected_by=disconnected_by,
+        cause=cause,
+    )

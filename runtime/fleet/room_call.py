@@ -12,7 +12,6 @@ it (`dialer.py`), which knows the SIP status; the job only sees the room stay em
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import shutil
 import time
@@ -20,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from runtime.call import CallRequest
+from runtime.call import CallRequest, unstarted_record
 from runtime.catalog import CatalogSnapshot
 from runtime.compiler import CompiledBot
 from runtime.errors import CallRejected, DialplanError
@@ -165,22 +164,8 @@ async def _store_recording(line: RoomLine, record: CallRecord, services: RoomCal
 def _unstarted(
     request: CallRequest, disconnected_by: DisconnectedBy, cause: Exception | str
 ) -> CallRecord:
-    now = dt.datetime.now(dt.timezone.utc)
     text = cause if isinstance(cause, str) else str(cause)
-    record = CallRecord(
-        session_id=request.session_id,
-        bot_id=request.bot,
-        bot_version="",
-        transport=request.transport,
-        direction=request.direction,
-        caller=request.caller,
-        callee=request.callee,
-        variables=request.variables,
-        started_at=now,
-        ended_at=now,
-        disconnected_by=disconnected_by,
-        cause=text,
-    )
+    record = unstarted_record(request, disconnected_by, text)
     record.events.append(CallEvent(type="setup_failed", at=0.0, data={"error": text}))
     log.warning("call %s did not start: %s", request.session_id, text)
     return record

@@ -14,7 +14,6 @@ Each call takes the catalog snapshot of the moment it starts.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from runtime.call import CallOverrides, CallRequest
+from runtime.call import CallOverrides, CallRequest, unstarted_record
 from runtime.call_results import CallResults
 from runtime.catalog import CatalogSnapshot
 from runtime.compiler import CompiledBot
@@ -276,20 +275,7 @@ class CallServer:
         """A call that never conversed still leaves a record (refused, or set-up failed)."""
         snapshot = self.catalog()
         version = snapshot.bots[request.bot].version if request.bot in snapshot.bots else ""
-        now = dt.datetime.now(dt.timezone.utc)
-        return CallRecord(
-            session_id=request.session_id,
-            bot_id=request.bot,
-            bot_version=version,
-            transport=request.transport,
-            caller=request.caller,
-            callee=request.callee,
-            variables=request.variables,
-            started_at=now,
-            ended_at=now,
-            disconnected_by=disconnected_by,
-            cause=cause,
-        )
+        return unstarted_record(request, disconnected_by, cause, version)
 
     async def _store_recording(self, record: CallRecord, call: StreamCall) -> str:
         """Write the WAV, then offer it to the ``store_recording`` plugins."""
