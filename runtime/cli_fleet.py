@@ -233,9 +233,11 @@ async def _place(call: Call, *, wait: bool) -> int:
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
         ended = asyncio.create_task(call.wait_ended())
-        await asyncio.wait([ended, asyncio.create_task(stop.wait())], return_when="FIRST_COMPLETED")
+        interrupted = asyncio.create_task(stop.wait())
+        await asyncio.wait([ended, interrupted], return_when=asyncio.FIRST_COMPLETED)
         print("call ended" if ended.done() else "stopped waiting", flush=True)
         ended.cancel()
+        interrupted.cancel()
     return 0
 
 

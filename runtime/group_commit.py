@@ -49,9 +49,11 @@ class GroupCommitWriter:
         *,
         name: str,
         error: Callable[[str], Exception],
+        what: str = "the outbox",  # how its errors name the database ("the campaign state")
     ) -> None:
         self.name = name
         self.error = error
+        self.what = what
         self.listeners: list[Callable[[], None]] = []
         self.transactions = 0
         self.operations = 0
@@ -88,7 +90,7 @@ class GroupCommitWriter:
 
     def _submit(self, work: Work[Any], waiter: Waiter) -> None:
         if self._closed:
-            raise self.error(f"{self.name}: the outbox is closed")
+            raise self.error(f"{self.name}: {self.what} is closed")
         self._queue.put((work, waiter))
 
     # -- the writer thread -------------------------------------------------------------
@@ -108,7 +110,7 @@ class GroupCommitWriter:
         finally:
             conn.close()
             # work queued while close() ran must not wait forever
-            closed = self.error(f"{self.name}: the outbox is closed")
+            closed = self.error(f"{self.name}: {self.what} is closed")
             _settle([(waiter, closed, True) for _, waiter in self._drain()])
 
     def _next_batch(self) -> list[tuple[Work[Any], Waiter]] | None:
@@ -162,7 +164,7 @@ class GroupCommitWriter:
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
-            failure = self.error(f"{self.name}: cannot write the outbox: {exc}")
+            failure = self.error(f"{self.name}: cannot write {self.what}: {exc}")
             _settle([(waiter, failure, True) for _, waiter in batch])
             return
         self.transactions += 1

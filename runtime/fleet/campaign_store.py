@@ -160,7 +160,10 @@ class CampaignStore:
                 f"{self.path}: no campaign state here (`dialplan campaign run` creates it)"
             )
         self._writer = GroupCommitWriter(
-            lambda: _connect(self.path), name=str(self.path), error=_store_error
+            lambda: _connect(self.path),
+            name=str(self.path),
+            error=CampaignStoreError,
+            what="the campaign state",
         )
 
     # -- the runner's API --------------------------------------------------------------
@@ -260,11 +263,6 @@ class CampaignStore:
 
 
 # -- SQL, run on the writer thread -----------------------------------------------------
-
-
-def _store_error(message: str) -> CampaignStoreError:
-    # GroupCommitWriter words its failures for the outbox it was written for
-    return CampaignStoreError(message.replace("the outbox", "the campaign state"))
 
 
 def _connect(path: Path) -> sqlite3.Connection:

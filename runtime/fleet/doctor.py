@@ -19,14 +19,10 @@ from livekit.protocol import sip
 from runtime.errors import suggest
 from runtime.fleet.config import FleetConfig, Route
 from runtime.fleet.provision import LiveState, is_managed, refusal
+from runtime.fleet.worker import LIVEKIT_CREDENTIALS, missing_credentials
 
 Severity = Literal["error", "warning"]
 
-LIVEKIT_CREDENTIALS = {
-    "LIVEKIT_URL": "export LIVEKIT_URL=wss://<project>.livekit.cloud (or your server's URL)",
-    "LIVEKIT_API_KEY": "export LIVEKIT_API_KEY (LiveKit dashboard → Settings → API keys)",
-    "LIVEKIT_API_SECRET": "export LIVEKIT_API_SECRET (shown with the API key)",
-}
 PROVISION = "run `dialplan provision`"
 
 
@@ -75,7 +71,7 @@ async def diagnose(
     env: Mapping[str, str],
 ) -> DoctorReport:
     report = DoctorReport(config_findings(config, bot_ids))
-    missing = [name for name in LIVEKIT_CREDENTIALS if not env.get(name)]
+    missing = missing_credentials(env)
     for name in missing:
         problem = f"{name} is not set: nothing can reach LiveKit"
         report.findings.append(Finding("error", problem, LIVEKIT_CREDENTIALS[name]))

@@ -109,9 +109,12 @@ class LiveKitLine:
             ):
                 settle("SIP hangup")
 
+        def on_room_gone(reason: object) -> None:
+            settle(f"room disconnected ({reason})")
+
         room.on("participant_disconnected", on_left)
         room.on("participant_attributes_changed", on_attributes)
-        room.on("disconnected", lambda reason: settle(f"room disconnected ({reason})"))
+        room.on("disconnected", on_room_gone)
         if party.identity not in {p.identity for p in room.remote_participants.values()}:
             settle("participant left before the call started")
         try:
@@ -119,6 +122,7 @@ class LiveKitLine:
         finally:
             room.off("participant_disconnected", on_left)
             room.off("participant_attributes_changed", on_attributes)
+            room.off("disconnected", on_room_gone)
 
     async def hang_up(self) -> None:
         await delete_room(self._api_factory, self.room_name)

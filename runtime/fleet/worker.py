@@ -46,7 +46,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dialplan.fleet")
 
-CREDENTIALS = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
+# what `dialplan start`, `call` and `doctor` need, and how to get each
+LIVEKIT_CREDENTIALS = {
+    "LIVEKIT_URL": "export LIVEKIT_URL=wss://<project>.livekit.cloud (or your server's URL)",
+    "LIVEKIT_API_KEY": "export LIVEKIT_API_KEY (LiveKit dashboard → Settings → API keys)",
+    "LIVEKIT_API_SECRET": "export LIVEKIT_API_SECRET (shown with the API key)",
+}
 
 
 class CredentialsMissing(DialplanError):
@@ -54,7 +59,7 @@ class CredentialsMissing(DialplanError):
 
 
 def missing_credentials(env: Mapping[str, str]) -> list[str]:
-    return [name for name in CREDENTIALS if not env.get(name)]
+    return [name for name in LIVEKIT_CREDENTIALS if not env.get(name)]
 
 
 def require_credentials(env: Mapping[str, str]) -> None:
@@ -133,22 +138,22 @@ class Worker:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop.set)
-        tasks = [asyncio.create_task(self.server.run(devmode=devmode), name="dialplan.worker")]
-        if self.watch:
-            tasks.append(asyncio.create_task(self._watch(), name="dialplan.watch"))
+        serving = asyncio.create_task(self.server.run(devmode=devmode), name="dialplan.worker")
+        watcher = asyncio.create_task(self._watch()) if self.watch else None
         if ready is not None:
             ready()
         stop = asyncio.create_task(self._stop.wait())
-        await asyncio.wait([tasks[0], stop], return_when=asyncio.FIRST_COMPLETED)
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
-        await self.close()
-        stop.cancel()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if tasks[0].done() and not tasks[0].cancelled() and tasks[0].exception():
-            raise tasks[0].exception()  # type: ignore[misc]
+        try:
+            await asyncio.wait([serving, stop], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+            self._stop.set()  # the watcher stops with it
+            await self.close()
+            if watcher is not None:
+                await watcher
+        await serving  # a connection to LiveKit that failed for good raises here
 
     def stop(self) -> None:
         if self._stop is not None:
