@@ -393,7 +393,7 @@ def _plan(args: argparse.Namespace) -> CallPlan:
     except ValueError as exc:
         raise UsageError(f"--overrides: {exc}") from None
     if args.ignore_schedule:
-        overrides.ignore_schedule = True
+        overrides = overrides.model_copy(update={"ignore_schedule": True})
     request = CallRequest(
         bot=args.bot,
         variables=parse_vars(args.var, args.vars_file),

@@ -255,7 +255,7 @@ async def _simulate(
         stt = bot.bot.stt.provider if bot.bot.stt else "pocketsphinx"
         if stt != "pocketsphinx":
             raise UsageError(f"--exact needs the pocketsphinx STT; {bot.id} uses {stt!r}")
-        overrides.stt = exact_listening(lines).stt
+        overrides = overrides.model_copy(update={"stt": exact_listening(lines).stt})
         print("[--exact: pocketsphinx listens for the script's lines only]")
     config = ServerConfig(
         port=0, recordings_dir=args.recordings, record_all=True, overrides=overrides

@@ -12,10 +12,10 @@ import hashlib
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jinja2
 from pydantic import BaseModel, ValidationError
@@ -28,6 +28,7 @@ from runtime.registry import PROVIDER_KINDS, Registry
 from runtime.schema import Bot, ToolBinding
 from runtime.templates import PromptEnvironment, PromptTemplate, TemplateFailure
 
+T = TypeVar("T")
 _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 # names every per-call template may use besides the bot's variables
 CALL_NAMES = frozenset({"bot", "call"})
@@ -62,6 +63,17 @@ class CompiledBot:
 
     def bot_info(self) -> dict[str, Any]:
         return {"id": self.id, "description": self.bot.description, "language": self.bot.language}
+
+    def derived(self, key: str, compute: Callable[[CompiledBot], T]) -> T:
+        """A value worked out from this version once, on first use: a cache beside the
+        frozen fields (as `functools.cached_property` keeps one), so a reload, which makes
+        a new CompiledBot, starts afresh. Two threads computing it at once both get an
+        equal value; the first stored wins."""
+        cache: dict[str, Any] = self.__dict__.setdefault("_derived", {})
+        if key not in cache:
+            cache.setdefault(key, compute(self))
+        value: T = cache[key]
+        return value
 
     @functools.cached_property
     def static_prompt(self) -> str:

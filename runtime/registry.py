@@ -45,6 +45,7 @@ class RegisterTool(Protocol):
         factory: Callable[..., Any],
         options: type[BaseModel] = NoOptions,
         description: str = "",
+        per_call: bool = True,
     ) -> None: ...
 
 
@@ -67,6 +68,9 @@ class ToolEntry:
     plugin: str
     distribution: str
     description: str = ""
+    # False: the factory's ToolDefinition follows from the options alone (its handler
+    # gets the call when invoked), so it is built once per bot version, with call=None
+    per_call: bool = True
 
 
 @dataclass
@@ -145,12 +149,13 @@ class Registry:
             factory: Callable[..., Any],
             options: type[BaseModel] = NoOptions,
             description: str = "",
+            per_call: bool = True,
         ) -> None:
             existing = self.tools.get(name)
             if existing is not None:
                 raise DuplicateName("tool", name, existing.plugin, plugin)
             self.tools[name] = ToolEntry(
-                name, factory, options, plugin, self._distribution(plugin), description
+                name, factory, options, plugin, self._distribution(plugin), description, per_call
             )
 
         return register

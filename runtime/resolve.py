@@ -4,7 +4,6 @@ tools, and the rendered prompts. Pure Python and fast; nothing here touches live
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import inspect
 import zoneinfo
 from collections.abc import Mapping
@@ -12,30 +11,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import jinja2
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from runtime.call import CallContext, CallRequest, RenderedPrompt
+from runtime.call_defaults import (
+    CallDefaults,
+    ResolvedProvider,
+    ResolvedTool,
+    call_defaults,
+)
 from runtime.catalog import CatalogSnapshot
 from runtime.compiler import CompiledBot, validate_provider_options
 from runtime.errors import CallSetupError, Problem
-from runtime.registry import PROVIDER_KINDS, ProviderEntry, Registry, ToolEntry
+from runtime.registry import PROVIDER_KINDS, Registry
 from runtime.templates import PromptTemplate, TemplateFailure
 
-# a bot without an [stt], [tts] or [vad] table is heard and speaks offline
-OFFLINE_DEFAULTS = {"stt": "pocketsphinx", "tts": "piper", "vad": "silero"}
-
-
-@dataclass(frozen=True)
-class ResolvedProvider:
-    entry: ProviderEntry
-    options: BaseModel
-
-
-@dataclass(frozen=True)
-class ResolvedTool:
-    name: str
-    entry: ToolEntry
-    options: BaseModel
+__all__ = ["CallPlan", "EndingLines", "ResolvedProvider", "ResolvedTool", "plan_call"]
 
 
 @dataclass(frozen=True)
@@ -95,7 +86,7 @@ def plan_call(
     """Decide everything about a call before any I/O. ``resolved``: the request already went
     through `resolve_request` (async callers); otherwise plugins are asked here, and one
     that needs to await cannot be served from this synchronous path."""
-    if not resolved:
+    if not resolved and registry.hook.resolve_call.get_hookimpls():
         answer = registry.hook.resolve_call(request=request)
         if inspect.isawaitable(answer):
             if inspect.iscoroutine(answer):
@@ -107,16 +98,17 @@ def plan_call(
         if answer is not None:
             request = answer
     bot = snapshot.get(request.bot)
-    variables = _variables(bot, request)
-    providers = _providers(bot, request, registry)
-    tools = tuple(
-        ResolvedTool(tool.name, registry.tool(tool.binding.use), tool.options) for tool in bot.tools
-    )
-    context = _template_context(bot, request, variables)
+    defaults = call_defaults(bot, registry)
+    variables = _variables(bot, defaults, request)
+    overrides = request.overrides
+    providers = _providers(bot, defaults, request, registry)
+    now = dt.datetime.now(dt.timezone.utc)
+    context = _template_context(defaults, request, variables, now)
     prompt = _render(bot, request, context, snapshot)
-    greeting_mode = (request.overrides.prompt and request.overrides.prompt.greeting_mode) or (
+    greeting_mode = (overrides.prompt and overrides.prompt.greeting_mode) or (
         bot.bot.prompt.greeting_mode
     )
+    outside_hours = None if overrides.ignore_schedule else _closed_at(bot, now)
     return CallPlan(
         request,
         bot,
@@ -124,70 +116,78 @@ def plan_call(
         prompt,
         greeting_mode,
         providers,
-        tools,
-        lines=_ending_lines(bot, context),
-        outside_hours=None if request.overrides.ignore_schedule else _closed_now(bot),
+        defaults.tools,
+        lines=_ending_lines(bot, defaults, context, request, closed=outside_hours is not None),
+        outside_hours=outside_hours,
     )
 
 
-def _ending_lines(bot: CompiledBot, context: Mapping[str, Any]) -> EndingLines:
-    def line(key: str) -> str:
-        template = bot.templates.get(key)
-        return _render_one(key, template, context).strip() if template is not None else ""
+def _ending_lines(
+    bot: CompiledBot,
+    defaults: CallDefaults,
+    context: Mapping[str, Any],
+    request: CallRequest,
+    *,
+    closed: bool,
+) -> EndingLines:
+    """The lines this call may say. Plain text comes from the version's defaults; a line
+    only one kind of call says (closed, voicemail) is rendered only for that kind."""
 
-    reminders = len(bot.bot.limits.silence_reminders)
+    def line(key: str, text: str | PromptTemplate | None) -> str:
+        if text is None or isinstance(text, str):
+            return text or ""
+        return _render_one(key, text, context).strip()
+
+    def watchdog_line(key: str) -> str:
+        return line(key, defaults.watchdog_lines[key])
+
+    def template_line(key: str) -> str:
+        return line(key, bot.templates.get(key))
+
+    voicemail = bot.bot.voicemail
+    leaves_message = request.direction == "outbound" and voicemail is not None
     return EndingLines(
-        silence_reminders=tuple(line(f"limits.silence_reminders[{i}]") for i in range(reminders)),
-        timeout=line("limits.max_duration_message"),
-        apology=line("limits.error_message"),
-        closed=line("schedule.closed_message"),
-        voicemail=line("voicemail.message"),
+        silence_reminders=tuple(
+            line(f"limits.silence_reminders[{i}]", reminder)
+            for i, reminder in enumerate(defaults.reminders)
+        ),
+        timeout=watchdog_line("limits.max_duration_message"),
+        apology=watchdog_line("limits.error_message"),
+        closed=template_line("schedule.closed_message") if closed else "",
+        voicemail=template_line("voicemail.message") if leaves_message else "",
     )
 
 
-def _closed_now(bot: CompiledBot) -> str | None:
+def _closed_at(bot: CompiledBot, now: dt.datetime) -> str | None:
     schedule = bot.bot.schedule
-    now = dt.datetime.now(dt.timezone.utc)
     if schedule is None or schedule.is_open(now):
         return None
     local = now.astimezone(zoneinfo.ZoneInfo(schedule.timezone))
     return f"outside opening hours ({local:%a %H:%M} {schedule.timezone})"
 
 
-def _variables(bot: CompiledBot, request: CallRequest) -> dict[str, Any]:
-    missing = [name for name in bot.bot.required_variables() if name not in request.variables]
+def _variables(bot: CompiledBot, defaults: CallDefaults, request: CallRequest) -> dict[str, Any]:
+    missing = [name for name in defaults.required if name not in request.variables]
     if missing:
         raise CallSetupError(
             f"bot {bot.id!r} needs the variable(s) {', '.join(missing)} for every call "
             f"(pass them as call variables, e.g. --var {missing[0]}=...)"
         )
-    return {**bot.bot.defaults(), **request.variables}
-
-
-@functools.lru_cache(maxsize=64)
-def _default_options(entry: ProviderEntry) -> BaseModel:
-    """A default provider's options, validated once, not on every call."""
-    return entry.options.model_validate({})
+    return {**defaults.variables, **request.variables}
 
 
 def _providers(
-    bot: CompiledBot, request: CallRequest, registry: Registry
-) -> dict[str, ResolvedProvider]:
-    providers: dict[str, ResolvedProvider] = {}
+    bot: CompiledBot, defaults: CallDefaults, request: CallRequest, registry: Registry
+) -> Mapping[str, ResolvedProvider]:
+    """The bot's providers with this call's overrides applied (each one validated)."""
+    overridden = [kind for kind in PROVIDER_KINDS if getattr(request.overrides, kind) is not None]
+    if not overridden:
+        return defaults.providers
+    providers = dict(defaults.providers)
     problems: list[Problem] = []
-    for kind in PROVIDER_KINDS:
+    for kind in overridden:
         config = getattr(bot.bot, kind)
-        override = getattr(request.overrides, kind)
-        if override is None:
-            if config is not None:
-                providers[kind] = ResolvedProvider(
-                    registry.provider(kind, config.provider), bot.provider_options[kind]
-                )
-            elif (kind, OFFLINE_DEFAULTS.get(kind)) in registry.providers:
-                entry = registry.providers[(kind, OFFLINE_DEFAULTS[kind])]
-                providers[kind] = ResolvedProvider(entry, _default_options(entry))
-            continue
-        override = dict(override)
+        override = dict(getattr(request.overrides, kind))
         name = override.pop("provider", None) or (config.provider if config else None)
         if name is None:
             problems.append(
@@ -208,12 +208,6 @@ def _providers(
         )
         if validated is not None:
             providers[kind] = ResolvedProvider(registry.provider(kind, name), validated)
-    voicemail = bot.bot.voicemail
-    if voicemail is not None and voicemail.llm is not None:
-        providers["voicemail.llm"] = ResolvedProvider(
-            registry.provider("llm", voicemail.llm.provider),
-            bot.provider_options["voicemail.llm"],
-        )
     if problems:
         raise CallSetupError(
             "invalid per-call overrides:\n" + "\n".join(f"  {p}" for p in problems)
@@ -222,16 +216,17 @@ def _providers(
 
 
 def _template_context(
-    bot: CompiledBot, request: CallRequest, variables: Mapping[str, Any]
+    defaults: CallDefaults, request: CallRequest, variables: Mapping[str, Any], now: dt.datetime
 ) -> dict[str, Any]:
     call = {
         "session_id": request.session_id,
         "transport": request.transport,
         "caller": request.caller,
         "callee": request.callee,
-        "now": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "now": now.isoformat(timespec="seconds"),
     }
-    return {**variables, "bot": bot.bot_info(), "call": call}
+    # a copy: the sandbox lets a template call dict methods, and `info` is shared
+    return {**variables, "bot": dict(defaults.info), "call": call}
 
 
 def _render(
@@ -240,7 +235,6 @@ def _render(
     context: Mapping[str, Any],
     snapshot: CatalogSnapshot,
 ) -> RenderedPrompt:
-    info = bot.bot_info()
     prompt_overrides = request.overrides.prompt
     static = bot.static_prompt
     per_call_template, greeting_template = bot.context, bot.greeting
@@ -249,7 +243,7 @@ def _render(
             static = _render_one(
                 "overrides.prompt.system",
                 _compile_override(snapshot, prompt_overrides.system),
-                {"bot": info},
+                {"bot": bot.bot_info()},
             )
         if prompt_overrides.context is not None:
             per_call_template = _compile_override(snapshot, prompt_overrides.context)

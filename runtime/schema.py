@@ -8,6 +8,7 @@ the provider's plugin registered, because only the registry knows those models.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 import zoneinfo
 from typing import Any, Literal
@@ -241,14 +242,23 @@ class Schedule(Strict):
         if not self.hours:
             return True
         local = at.astimezone(zoneinfo.ZoneInfo(self.timezone))
-        day = DAY_NAMES[local.weekday()]
         now = local.time()
-        for days, span in self.hours.items():
-            if day in expand_days(days):
-                start, end = parse_span(span)
-                if start <= now < end:
-                    return True
-        return False
+        spans = weekly_spans(tuple(self.hours.items()))[local.weekday()]
+        return any(start <= now < end for start, end in spans)
+
+
+@functools.lru_cache(maxsize=1024)
+def weekly_spans(
+    hours: tuple[tuple[str, str], ...],
+) -> tuple[tuple[tuple[dt.time, dt.time], ...], ...]:
+    """Opening spans per weekday (Monday first), parsed once per schedule rather than on
+    every call's opening-hours check."""
+    week: list[list[tuple[dt.time, dt.time]]] = [[] for _ in DAY_NAMES]
+    for days, span in hours:
+        parsed = parse_span(span)
+        for day in expand_days(days):
+            week[DAY_NAMES.index(day)].append(parsed)
+    return tuple(tuple(spans) for spans in week)
 
 
 def expand_days(spec: str) -> list[str]:

@@ -7,22 +7,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import functools
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from livekit.agents import Agent, AgentSession, llm
+from livekit.agents.types import NOT_GIVEN
 from livekit.agents.voice.agent_session import SessionConnectOptions
 from livekit.agents.voice.events import ConversationItemAddedEvent, ErrorEvent
 from livekit.agents.voice.run_result import RunResult
 
 from runtime.call import CallContext
+from runtime.compiler import CompiledBot
 from runtime.lifecycle import Watchdogs
+from runtime.livekit_tools import call_tools
 from runtime.record import CallRecord, DisconnectedBy, ProviderUsage
-from runtime.resolve import CallPlan, ResolvedTool
-from runtime.tools import ToolDefinition, ToolFailure, ToolHandler
+from runtime.resolve import CallPlan
+from runtime.tools import ToolHandler
 from runtime.voicemail import PhraseClassifier, VoicemailScreen
 
 GOODBYE_LIMIT = 10.0  # seconds, plus 0.1 s per character, for the last words of a call
@@ -31,7 +34,10 @@ VOICE_KINDS = ("stt", "llm", "tts", "vad")
 
 
 class DialplanAgent(Agent):
-    """The bot as a livekit ``Agent``: its instructions, its tools and its opening."""
+    """The bot as a livekit ``Agent``: its instructions, its tools and its opening.
+
+    livekit scans every member of an Agent for function tools on each construction (one
+    per call), so helpers live outside the class rather than as extra methods."""
 
     def __init__(self, plan: CallPlan, tools: list[llm.Tool | llm.Toolset]) -> None:
         super().__init__(instructions=plan.prompt.instructions, tools=tools)
@@ -44,42 +50,43 @@ class DialplanAgent(Agent):
         if self.plan.outside_hours or self.plan.rejected:
             return  # the closed (or refusal) message is the whole call
         if self.voicemail_screen is None:
-            self._greet()
+            _greet(self)
             return
         # an outbound call: AMD listens first; a person's "hello?" is answered by the
         # greeting (not by a reply to "hello?"), a machine never hears it
         self._answering_with_greeting = True
         await self.voicemail_screen.start()
-        self._screening = asyncio.create_task(self._screen_then_greet(), name="dialplan.amd")
-
-    async def _screen_then_greet(self) -> None:
-        assert self.voicemail_screen is not None
-        try:
-            if not await self.voicemail_screen.verdict():
-                # the "hello?" that made AMD decide ends its turn around now; a greeting the
-                # turn could interrupt would be lost to a reply to "hello?"
-                self._greet(allow_interruptions=False)
-        finally:
-            self._answering_with_greeting = False
-
-    def _greet(self, allow_interruptions: bool | None = None) -> None:
-        """Say (or generate) the opening; None keeps the bot's turn settings."""
-        from livekit.agents.types import NOT_GIVEN
-
-        interruptible = NOT_GIVEN if allow_interruptions is None else allow_interruptions
-        greeting = self.plan.prompt.greeting
-        if self.plan.greeting_mode == "speak" and greeting:
-            self.session.say(greeting, allow_interruptions=interruptible)
-        elif self.plan.greeting_mode == "generate":
-            self.session.generate_reply(
-                instructions=greeting or "Greet the caller.", allow_interruptions=interruptible
-            )
+        self._screening = asyncio.create_task(_screen_then_greet(self), name="dialplan.amd")
 
     async def on_user_turn_completed(
         self, turn_ctx: llm.ChatContext, new_message: llm.ChatMessage
     ) -> None:
         if self._answering_with_greeting:
             raise llm.StopResponse()
+
+
+async def _screen_then_greet(agent: DialplanAgent) -> None:
+    assert agent.voicemail_screen is not None
+    try:
+        if not await agent.voicemail_screen.verdict():
+            # the "hello?" that made AMD decide ends its turn around now; a greeting the
+            # turn could interrupt would be lost to a reply to "hello?"
+            _greet(agent, allow_interruptions=False)
+    finally:
+        agent._answering_with_greeting = False
+
+
+def _greet(agent: DialplanAgent, allow_interruptions: bool | None = None) -> None:
+    """Say (or generate) the opening; None keeps the bot's turn settings."""
+    interruptible = NOT_GIVEN if allow_interruptions is None else allow_interruptions
+    plan = agent.plan
+    greeting = plan.prompt.greeting
+    if plan.greeting_mode == "speak" and greeting:
+        agent.session.say(greeting, allow_interruptions=interruptible)
+    elif plan.greeting_mode == "generate":
+        agent.session.generate_reply(
+            instructions=greeting or "Greet the caller.", allow_interruptions=interruptible
+        )
 
 
 @dataclass
@@ -204,34 +211,42 @@ def build_call_session(
         for kind, resolved in plan.providers.items()
         if kind in kinds
     }
-    definitions = [(tool, tool.entry.factory(tool.options, call)) for tool in plan.tools]
-    if tool_handlers:
-        definitions = [
-            (
-                tool,
-                replace(d, handler=tool_handlers[tool.name]) if tool.name in tool_handlers else d,
-            )
-            for tool, d in definitions
-        ]
-    tools: list[llm.Tool | llm.Toolset] = [
-        livekit_tool(tool, definition, call) for tool, definition in definitions
-    ]
-    turn = plan.bot.bot.turn
+    tools = call_tools(plan.bot, plan.tools, call, tool_handlers)
     session: AgentSession = AgentSession(
         llm=providers["llm"],
-        stt=providers.get("stt") or _not_given(),
-        tts=providers.get("tts") or _not_given(),
+        stt=providers.get("stt") or NOT_GIVEN,
+        tts=providers.get("tts") or NOT_GIVEN,
         vad=providers.get("vad"),
-        max_tool_steps=plan.bot.bot.limits.max_tool_steps,
-        conn_options=SessionConnectOptions(
-            max_unrecoverable_errors=plan.bot.bot.limits.max_provider_errors
-        ),
-        user_away_timeout=None,  # dead air is dialplan's watchdog, with its own reason
         aec_warmup_duration=echo_warmup,
+        userdata=call,  # how tools shared by every call of the bot find this one
+        **plan.bot.derived(
+            "session_options.text" if text_only else "session_options.voice",
+            functools.partial(_session_options, text_only=text_only),
+        ),
+    )
+    _record_conversation(session, call)
+    agent = DialplanAgent(plan, tools)
+    voicemail = plan.bot.bot.voicemail
+    if not text_only and plan.request.direction == "outbound" and voicemail and voicemail.detect:
+        agent.voicemail_screen = VoicemailScreen(
+            session, call, voicemail, _voicemail_classifier(plan, call), plan.lines.voicemail
+        )
+    return CallSession(call, session, agent, providers, text_only=text_only)
+
+
+def _session_options(bot: CompiledBot, *, text_only: bool) -> dict[str, Any]:
+    """The AgentSession options that follow from the bot version alone (livekit copies
+    what it keeps, so every call of the version can share them)."""
+    turn = bot.bot.turn
+    limits = bot.bot.limits
+    return {
+        "max_tool_steps": limits.max_tool_steps,
+        "conn_options": SessionConnectOptions(max_unrecoverable_errors=limits.max_provider_errors),
+        "user_away_timeout": None,  # dead air is dialplan's watchdog, with its own reason
         # a hung-up call waits this long for a last transcript; livekit's 2 s default
         # would hold every record and capacity slot that long after the caller left
-        session_close_transcript_timeout=0.5,
-        turn_handling={
+        "session_close_transcript_timeout": 0.5,
+        "turn_handling": {
             "turn_detection": "manual" if text_only else turn.detection,
             "endpointing": {
                 "min_delay": turn.min_endpointing_delay,
@@ -242,15 +257,7 @@ def build_call_session(
                 "min_duration": turn.min_interruption_duration,
             },
         },
-    )
-    _record_conversation(session, call)
-    agent = DialplanAgent(plan, tools)
-    voicemail = plan.bot.bot.voicemail
-    if not text_only and plan.request.direction == "outbound" and voicemail and voicemail.detect:
-        agent.voicemail_screen = VoicemailScreen(
-            session, call, voicemail, _voicemail_classifier(plan, call), plan.lines.voicemail
-        )
-    return CallSession(call, session, agent, providers, text_only=text_only)
+    }
 
 
 def _voicemail_classifier(plan: CallPlan, call: CallContext) -> llm.LLM | None:
@@ -264,61 +271,6 @@ def _voicemail_classifier(plan: CallPlan, call: CallContext) -> llm.LLM | None:
     if plan.providers["llm"].entry.name == "rules":
         return PhraseClassifier()
     return None
-
-
-def _not_given() -> Any:
-    from livekit.agents.types import NOT_GIVEN
-
-    return NOT_GIVEN
-
-
-def livekit_tool(resolved: ResolvedTool, definition: ToolDefinition, call: CallContext) -> llm.Tool:
-    """Adapt a dialplan tool to a livekit raw function tool that records a timeline event."""
-    schema = {**definition.schema(), "name": resolved.name}
-
-    async def invoke(raw_arguments: dict[str, Any]) -> Any:
-        started = time.perf_counter()
-        try:
-            result = await definition.handler(raw_arguments, call)
-        except ToolFailure as exc:
-            _tool_event(call, resolved.name, raw_arguments, started, error=str(exc))
-            raise llm.ToolError(str(exc)) from None
-        except Exception as exc:  # a bug in the tool: the LLM hears a generic failure
-            error = f"{type(exc).__name__}: {exc}"
-            _tool_event(call, resolved.name, raw_arguments, started, error=error)
-            raise llm.ToolError(f"the tool {resolved.name} failed") from None
-        output = result if isinstance(result, str) else json.dumps(result, default=str)
-        _tool_event(call, resolved.name, raw_arguments, started, result=output)
-        if definition.ends_turn:
-            raise llm.StopResponse()
-        return output
-
-    return llm.function_tool(invoke, raw_schema=schema)
-
-
-RESULT_EXCERPT_CHARS = 500  # a timeline is for reading, not a copy of every payload
-
-
-def _tool_event(
-    call: CallContext,
-    name: str,
-    arguments: dict[str, Any],
-    started: float,
-    *,
-    error: str | None = None,
-    result: str | None = None,
-) -> None:
-    if result is not None and len(result) > RESULT_EXCERPT_CHARS:
-        result = result[:RESULT_EXCERPT_CHARS] + f"... ({len(result)} chars)"
-    call.add_event(
-        "tool_call",
-        name=name,
-        arguments=arguments,
-        outcome="ok" if error is None else "error",
-        error=error,
-        result=result,
-        latency_ms=round((time.perf_counter() - started) * 1000, 3),
-    )
 
 
 def _record_conversation(session: AgentSession, call: CallContext) -> None:

@@ -14,6 +14,8 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
+from runtime.substitution import Substitution, parse_substitution
+
 _ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
 _MARKERS = ("{{", "{%", "{#")
 
@@ -41,10 +43,21 @@ def snippet_names(text: str) -> frozenset[str]:
 
 @functools.lru_cache(maxsize=8192)
 def _compiled(text: str) -> jinja2.Template:
-    return _ENV.from_string(text)
+    from runtime.templates import flatten_globals
+
+    return flatten_globals(_ENV.from_string(text))
+
+
+@functools.lru_cache(maxsize=8192)
+def _substitution(text: str) -> Substitution | None:
+    return parse_substitution(text)
 
 
 def render_snippet(text: str, context: Mapping[str, Any]) -> str:
     if not any(marker in text for marker in _MARKERS):
         return text.strip()
-    return _compiled(text).render(context).strip()
+    substitution = _substitution(text)
+    rendered = substitution.render(context) if substitution is not None else None
+    if rendered is None:  # more than names, or a name Jinja must resolve or report
+        rendered = _compiled(text).render(context)
+    return rendered.strip()

@@ -25,6 +25,7 @@ from jinja2.parser import Parser
 from jinja2.sandbox import SandboxedEnvironment
 
 from runtime.errors import suggest
+from runtime.substitution import Substitution, parse_substitution
 
 # A value like "dental/system.j2" is a file under prompts/; anything else is inline text.
 _FILE_REFERENCE = re.compile(r"^[\w][\w./-]*\.(j2|jinja|jinja2|txt|md)$")
@@ -53,7 +54,16 @@ class PromptTemplate:
     """A checked template: its source, the files it depends on and the variables it reads.
     Compiled on first render, then reused by every call of the bot version."""
 
-    __slots__ = ("_compiled", "_env", "dependencies", "file", "name", "names", "source")
+    __slots__ = (
+        "_compiled",
+        "_env",
+        "_substitution",
+        "dependencies",
+        "file",
+        "name",
+        "names",
+        "source",
+    )
 
     def __init__(
         self,
@@ -72,6 +82,7 @@ class PromptTemplate:
         self.names = names  # variables it reads
         self._env = env  # None: plain text, nothing to render
         self._compiled: jinja2.Template | None = None
+        self._substitution: Substitution | bool | None = False  # False: not looked at yet
 
     @property
     def is_plain(self) -> bool:
@@ -84,16 +95,41 @@ class PromptTemplate:
     def compile(self) -> jinja2.Template | None:
         if self._compiled is None and self._env is not None:
             if self.name is not None:
-                self._compiled = self._env.get_template(self.name)
+                compiled = self._env.get_template(self.name)
             else:
-                self._compiled = self._env.from_string(self.source)
+                compiled = self._env.from_string(self.source)
+            self._compiled = flatten_globals(compiled)
         return self._compiled
 
     def render(self, context: Mapping[str, Any]) -> str:
-        compiled = self.compile()
-        if compiled is None:
+        if self._env is None:
             return self.source
+        substitution = self._substitution
+        if substitution is False:
+            # Jinja drops a template's last newline unless told to keep it; the fast path
+            # keeps text as it is, so it serves only environments that keep it too
+            keeps_text = self._env.keep_trailing_newline
+            substitution = self._substitution = (
+                parse_substitution(self.source) if keeps_text else None
+            )
+        if isinstance(substitution, Substitution):
+            text = substitution.render(context)
+            if text is not None:
+                return text
+        compiled = self.compile()
+        assert compiled is not None
         return compiled.render(context)
+
+
+def flatten_globals(template: jinja2.Template) -> jinja2.Template:
+    """Give a compiled template its globals as one plain dict.
+
+    Jinja keeps them as a ChainMap over the environment's globals, so that globals added
+    later still show, and copies that ChainMap (slowly, in Python) into every render's
+    context: 5 of the 8 µs a short render takes. Environments here are complete (plugin
+    filters and globals are added when they are made) before any template compiles."""
+    template.globals = dict(template.globals)
+    return template
 
 
 def is_file_reference(value: str) -> bool:

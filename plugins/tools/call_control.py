@@ -90,7 +90,7 @@ class TransferOptions(BaseModel):
         return {key: names - {"destination"} for key, names in used.items() if names}
 
 
-def create_transfer(options: TransferOptions, call: CallContext) -> ToolDefinition:
+def create_transfer(options: TransferOptions, call: CallContext | None) -> ToolDefinition:
     async def transfer(arguments: dict[str, Any], call: CallContext) -> str:
         destination = str(arguments.get("destination") or "")
         if options.targets:
@@ -143,7 +143,7 @@ class DtmfOptions(BaseModel):
     )
 
 
-def create_dtmf(options: DtmfOptions, call: CallContext) -> ToolDefinition:
+def create_dtmf(options: DtmfOptions, call: CallContext | None) -> ToolDefinition:
     async def send_dtmf(arguments: dict[str, Any], call: CallContext) -> str:
         digits = str(arguments.get("digits") or "").replace(" ", "")
         if not _DTMF.match(digits):
@@ -180,10 +180,12 @@ def register_tools(register: RegisterTool) -> None:
         factory=create_transfer,
         options=TransferOptions,
         description="hand the caller to a number or SIP URI (the transport performs it)",
+        per_call=False,  # handlers get the call when invoked: built once per bot version
     )
     register(
         name="send_dtmf",
         factory=create_dtmf,
         options=DtmfOptions,
         description="press phone keys on the line (IVR navigation)",
+        per_call=False,
     )

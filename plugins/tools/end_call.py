@@ -40,7 +40,7 @@ class EndCallOptions(BaseModel):
         return {"goodbye": snippet_names(self.goodbye)}
 
 
-def create_tool(options: EndCallOptions, call: CallContext) -> ToolDefinition:
+def create_tool(options: EndCallOptions, call: CallContext | None) -> ToolDefinition:
     async def end_call(arguments: dict[str, Any], call: CallContext) -> str:
         goodbye = render_snippet(options.goodbye, call.variables) or None
         reason = str(arguments.get("reason") or "end_call tool")
@@ -67,4 +67,5 @@ def register_tools(register: RegisterTool) -> None:
         factory=create_tool,
         options=EndCallOptions,
         description="hang up (disconnected_by = bot), optionally after a goodbye",
+        per_call=False,  # the handler gets the call; the definition is the same for all
     )

@@ -90,6 +90,17 @@ def test_plugin_filters_are_available(tmp_path: Path) -> None:
     assert template.render({"name": "ann"}) == "ANN"
 
 
+def test_plugin_globals_reach_files_and_their_includes(prompts: Path) -> None:
+    def prepare(env: jinja2.Environment) -> None:
+        env.globals["clinic"] = "Bright Smile"
+
+    (prompts / "outer.j2").write_text("{{ clinic }}: {% include 'inner.j2' %}")
+    (prompts / "inner.j2").write_text("{{ clinic | upper }} {{ name }}")
+    template = PromptEnvironment(prompts, prepare=prepare).load("outer.j2")
+    for _ in range(2):  # compiled on the first render, reused on the second
+        assert template.render({"name": "Ann"}) == "Bright Smile: BRIGHT SMILE Ann"
+
+
 def test_each_file_compiles_once_per_environment(prompts: Path) -> None:
     env = PromptEnvironment(prompts)
     template = env.load("main.j2")

@@ -12,9 +12,10 @@ from pydantic import BaseModel, Field
 from runtime import CallContext, RegisterTool, ToolDefinition, ToolFailure, hookimpl, typed_tool
 from runtime.call import CallRequest
 from runtime.catalog import load_catalog
+from runtime.livekit_tools import RESULT_EXCERPT_CHARS
 from runtime.registry import load_registry
 from runtime.resolve import plan_call
-from runtime.session import RESULT_EXCERPT_CHARS, build_call_session
+from runtime.session import build_call_session
 
 
 class Party(BaseModel):
