@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from runtime.call_control import CallControl, SimulatedControl
 from runtime.record import CallEvent, CallRecord, DisconnectedBy, TranscriptEntry
@@ -62,7 +62,8 @@ def new_session_id() -> str:
 class CallRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     bot: str
-    variables: dict[str, Any] = Field(default_factory=dict)
+    # data, never objects a template could poke into (checked by pydantic-core, in Rust)
+    variables: dict[str, JsonValue] = Field(default_factory=dict)
     # pydantic copies no default that is hashable: the frozen empty one is shared
     overrides: CallOverrides = NO_OVERRIDES
     session_id: str = Field(default_factory=new_session_id)
@@ -70,30 +71,6 @@ class CallRequest(BaseModel):
     direction: Literal["inbound", "outbound"] = "inbound"
     caller: str | None = None
     callee: str | None = None
-
-    @field_validator("variables")
-    @classmethod
-    def _plain_data(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for name, item in value.items():
-            _require_plain_data(name, item)
-        return value
-
-
-def _require_plain_data(name: str, value: Any) -> None:
-    """Variables are data (JSON values), never objects a template could poke into."""
-    if value is None or isinstance(value, str | int | float | bool):
-        return
-    if isinstance(value, list):
-        for item in value:
-            _require_plain_data(name, item)
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise ValueError(f"variable {name!r}: object keys must be strings")
-            _require_plain_data(name, item)
-        return
-    raise ValueError(f"variable {name!r}: only JSON values are allowed, not {type(value).__name__}")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from runtime.compiler import CompiledBot
 from runtime.registry import PROVIDER_KINDS, ProviderEntry, Registry, ToolEntry
+from runtime.schema import OpeningHours, opening_hours
 from runtime.templates import PromptTemplate
 
 # a bot without an [stt], [tts] or [vad] table is heard and speaks offline
@@ -39,6 +40,22 @@ class ResolvedTool:
 
 
 @dataclass(frozen=True)
+class EndingLines:
+    """What the bot says when a watchdog ends the call, rendered for this call at set-up
+    (so a template error fails the set-up, not the hang-up). Empty: end without a word."""
+
+    silence_reminders: tuple[str, ...] = ()
+    timeout: str = ""
+    apology: str = ""
+    closed: str = ""
+    voicemail: str = ""
+    rejected: str = ""  # said when per-call config refused the call (CallRejected)
+
+
+NO_LINES = EndingLines()
+
+
+@dataclass(frozen=True)
 class CallDefaults:
     registry: Registry  # the registry these entries came from
     required: tuple[str, ...]  # variables every call must pass
@@ -50,6 +67,8 @@ class CallDefaults:
     # their template, rendered per call
     reminders: tuple[str | PromptTemplate, ...]
     watchdog_lines: Mapping[str, str | PromptTemplate]
+    plain_lines: EndingLines | None  # all of those as text, when none is a template
+    opening_hours: OpeningHours | None  # None: the bot answers at any hour
 
 
 def call_defaults(bot: CompiledBot, registry: Registry) -> CallDefaults:
@@ -77,7 +96,20 @@ def _work_out(bot: CompiledBot, registry: Registry) -> CallDefaults:
             registry.provider("llm", spec.voicemail.llm.provider),
             bot.provider_options["voicemail.llm"],
         )
-    reminders = len(spec.limits.silence_reminders)
+    reminders = tuple(
+        _plain_or_template(bot, f"limits.silence_reminders[{i}]")
+        for i in range(len(spec.limits.silence_reminders))
+    )
+    watchdog_lines = {key: _plain_or_template(bot, key) for key in WATCHDOG_LINES}
+    texts = [*reminders, *watchdog_lines.values()]
+    plain_lines = None
+    if all(isinstance(text, str) for text in texts):
+        plain_lines = EndingLines(
+            silence_reminders=tuple(str(text) for text in reminders),
+            timeout=str(watchdog_lines["limits.max_duration_message"]),
+            apology=str(watchdog_lines["limits.error_message"]),
+        )
+    schedule = spec.schedule
     return CallDefaults(
         registry=registry,
         required=tuple(spec.required_variables()),
@@ -88,10 +120,14 @@ def _work_out(bot: CompiledBot, registry: Registry) -> CallDefaults:
             ResolvedTool(tool.name, registry.tool(tool.binding.use), tool.options)
             for tool in bot.tools
         ),
-        reminders=tuple(
-            _plain_or_template(bot, f"limits.silence_reminders[{i}]") for i in range(reminders)
+        reminders=reminders,
+        watchdog_lines=watchdog_lines,
+        plain_lines=plain_lines,
+        opening_hours=(
+            opening_hours(schedule.timezone, tuple(schedule.hours.items()))
+            if schedule is not None and schedule.hours
+            else None
         ),
-        watchdog_lines={key: _plain_or_template(bot, key) for key in WATCHDOG_LINES},
     )
 
 

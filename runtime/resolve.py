@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
-import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +14,9 @@ from pydantic import ValidationError
 
 from runtime.call import CallContext, CallRequest, RenderedPrompt
 from runtime.call_defaults import (
+    NO_LINES,
     CallDefaults,
+    EndingLines,
     ResolvedProvider,
     ResolvedTool,
     call_defaults,
@@ -30,19 +31,6 @@ __all__ = ["CallPlan", "EndingLines", "ResolvedProvider", "ResolvedTool", "plan_
 
 
 @dataclass(frozen=True)
-class EndingLines:
-    """What the bot says when a watchdog ends the call, rendered for this call at set-up
-    (so a template error fails the set-up, not the hang-up). Empty: end without a word."""
-
-    silence_reminders: tuple[str, ...] = ()
-    timeout: str = ""
-    apology: str = ""
-    closed: str = ""
-    voicemail: str = ""
-    rejected: str = ""  # said when per-call config refused the call (CallRejected)
-
-
-@dataclass(frozen=True)
 class CallPlan:
     """Everything needed to build one call's pipeline, decided before any I/O."""
 
@@ -53,7 +41,7 @@ class CallPlan:
     greeting_mode: str
     providers: Mapping[str, ResolvedProvider]
     tools: tuple[ResolvedTool, ...]
-    lines: EndingLines = EndingLines()
+    lines: EndingLines = NO_LINES
     outside_hours: str | None = None  # set: why the bot's schedule is closed right now
     rejected: str | None = None  # set: why per-call config refused the call
 
@@ -108,7 +96,7 @@ def plan_call(
     greeting_mode = (overrides.prompt and overrides.prompt.greeting_mode) or (
         bot.bot.prompt.greeting_mode
     )
-    outside_hours = None if overrides.ignore_schedule else _closed_at(bot, now)
+    outside_hours = None if overrides.ignore_schedule else _closed_at(bot, defaults, now)
     return CallPlan(
         request,
         bot,
@@ -132,6 +120,10 @@ def _ending_lines(
 ) -> EndingLines:
     """The lines this call may say. Plain text comes from the version's defaults; a line
     only one kind of call says (closed, voicemail) is rendered only for that kind."""
+    voicemail = bot.bot.voicemail
+    leaves_message = request.direction == "outbound" and voicemail is not None
+    if defaults.plain_lines is not None and not (closed or leaves_message):
+        return defaults.plain_lines  # nothing to render: the version's own lines
 
     def line(key: str, text: str | PromptTemplate | None) -> str:
         if text is None or isinstance(text, str):
@@ -144,8 +136,6 @@ def _ending_lines(
     def template_line(key: str) -> str:
         return line(key, bot.templates.get(key))
 
-    voicemail = bot.bot.voicemail
-    leaves_message = request.direction == "outbound" and voicemail is not None
     return EndingLines(
         silence_reminders=tuple(
             line(f"limits.silence_reminders[{i}]", reminder)
@@ -158,12 +148,14 @@ def _ending_lines(
     )
 
 
-def _closed_at(bot: CompiledBot, now: dt.datetime) -> str | None:
-    schedule = bot.bot.schedule
-    if schedule is None or schedule.is_open(now):
+def _closed_at(bot: CompiledBot, defaults: CallDefaults, now: dt.datetime) -> str | None:
+    hours = defaults.opening_hours
+    if hours is None:
         return None
-    local = now.astimezone(zoneinfo.ZoneInfo(schedule.timezone))
-    return f"outside opening hours ({local:%a %H:%M} {schedule.timezone})"
+    local = now.astimezone(hours.zone)
+    if hours.open_at(local):
+        return None
+    return f"outside opening hours ({local:%a %H:%M} {hours.zone.key})"
 
 
 def _variables(bot: CompiledBot, defaults: CallDefaults, request: CallRequest) -> dict[str, Any]:

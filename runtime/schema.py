@@ -11,6 +11,7 @@ import datetime as dt
 import functools
 import re
 import zoneinfo
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -241,24 +242,32 @@ class Schedule(Strict):
     def is_open(self, at: dt.datetime) -> bool:
         if not self.hours:
             return True
-        local = at.astimezone(zoneinfo.ZoneInfo(self.timezone))
+        hours = opening_hours(self.timezone, tuple(self.hours.items()))
+        return hours.open_at(at.astimezone(hours.zone))
+
+
+@dataclass(frozen=True)
+class OpeningHours:
+    """A schedule's hours parsed: its zone and the open spans of each weekday (Monday
+    first), so a call's opening-hours check parses nothing."""
+
+    zone: zoneinfo.ZoneInfo
+    week: tuple[tuple[tuple[dt.time, dt.time], ...], ...]
+
+    def open_at(self, local: dt.datetime) -> bool:
+        """``local``: a time in `zone`."""
         now = local.time()
-        spans = weekly_spans(tuple(self.hours.items()))[local.weekday()]
-        return any(start <= now < end for start, end in spans)
+        return any(start <= now < end for start, end in self.week[local.weekday()])
 
 
 @functools.lru_cache(maxsize=1024)
-def weekly_spans(
-    hours: tuple[tuple[str, str], ...],
-) -> tuple[tuple[tuple[dt.time, dt.time], ...], ...]:
-    """Opening spans per weekday (Monday first), parsed once per schedule rather than on
-    every call's opening-hours check."""
+def opening_hours(timezone: str, hours: tuple[tuple[str, str], ...]) -> OpeningHours:
     week: list[list[tuple[dt.time, dt.time]]] = [[] for _ in DAY_NAMES]
     for days, span in hours:
         parsed = parse_span(span)
         for day in expand_days(days):
             week[DAY_NAMES.index(day)].append(parsed)
-    return tuple(tuple(spans) for spans in week)
+    return OpeningHours(zoneinfo.ZoneInfo(timezone), tuple(tuple(spans) for spans in week))
 
 
 def expand_days(spec: str) -> list[str]:

@@ -67,8 +67,13 @@ def test_variables_are_data(snapshot: CatalogSnapshot, registry: Registry) -> No
 
 
 def test_variables_must_be_json_values() -> None:
-    with pytest.raises(ValidationError, match="only JSON values"):
+    with pytest.raises(ValidationError, match=r"variables\.name\n.*not a valid JSON value"):
         CallRequest(bot="a", variables={"name": object()})
+    with pytest.raises(ValidationError, match="not a valid JSON value"):
+        CallRequest(bot="a", variables={"nested": {"deep": [object()]}})
+    assert CallRequest(bot="a", variables={"v": [1, {"k": None}]}).variables == {
+        "v": [1, {"k": None}]
+    }
 
 
 def test_overrides_merge_options_for_the_same_provider(
