@@ -47,6 +47,9 @@ def register_tools(register: RegisterTool) -> None:
 
     Call ``register(name="end_call", factory=make_tool, options=EndCallOptions)``;
     ``factory(options, call)`` returns a ``runtime.ToolDefinition`` for one call.
+    With ``per_call=False`` the definition follows from the options alone (its handler
+    gets the call when invoked): the factory runs once per bot version, with
+    ``call=None``, and every call of the version shares it.
     """
 
 
