@@ -228,13 +228,7 @@ class Bench:
             llm.function_tool(transfer_call, raw_schema=self.transfer_schema),
         ]
         agent = self.HandAgent(instructions=instructions, tools=tools, greeting=greeting)
-        session = self.AgentSession(
-            llm=rules_llm,
-            vad=None,
-            user_away_timeout=None,
-            turn_handling=self.turn_handling,  # type: ignore[arg-type]
-            max_tool_steps=self.max_tool_steps,
-        )
+        session = self.hand_session(rules_llm)
         transcript: list[tuple[str, str]] = []
 
         def on_item(event: Any) -> None:
@@ -243,6 +237,16 @@ class Bench:
 
         session.on("conversation_item_added", on_item)
         return agent, session
+
+    def hand_session(self, rules_llm: Any) -> Any:
+        """The AgentSession both hand-written variants construct, with the bot's settings."""
+        return self.AgentSession(
+            llm=rules_llm,
+            vad=None,
+            user_away_timeout=None,
+            turn_handling=self.turn_handling,  # type: ignore[arg-type]
+            max_tool_steps=self.max_tool_steps,
+        )
 
     # -- (c) by hand, minimal -------------------------------------------------------------
     def minimal_call(self) -> tuple[Any, Any]:
@@ -256,13 +260,7 @@ class Bench:
 
         tool = llm.function_tool(end_call, raw_schema=self.end_call_schema)
         agent = self.HandAgent(instructions=self.instructions, tools=[tool], greeting=self.greeting)
-        session = self.AgentSession(
-            llm=rules_llm,
-            vad=None,
-            user_away_timeout=None,
-            turn_handling=self.turn_handling,  # type: ignore[arg-type]
-            max_tool_steps=self.max_tool_steps,
-        )
+        session = self.hand_session(rules_llm)
         return agent, session
 
 
