@@ -23,9 +23,6 @@ if TYPE_CHECKING:
 
     from runtime.compiler import CompiledBot
 
-JSONScalar = str | int | float | bool | None
-VariableValue = JSONScalar | list[Any] | dict[str, Any]
-
 
 class PromptOverrides(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -295,9 +295,7 @@ class PostgresOutbox:
         try:
             result = await self._once_more_if_broken(operation)
         except psycopg.Error as exc:
-            raise PostgresOutboxError(
-                f"{self.path}: the results database failed: {_first_line(exc)}"
-            ) from exc
+            raise self._failed(exc) from exc
         if notify:
             self._notify()
         return result
@@ -326,12 +324,13 @@ class PostgresOutbox:
             try:
                 result = operation(self._session)
             except psycopg.Error as exc:
-                raise PostgresOutboxError(
-                    f"{self.path}: the results database failed: {_first_line(exc)}"
-                ) from exc
+                raise self._failed(exc) from exc
         if notify:
             self._notify()
         return result
+
+    def _failed(self, exc: psycopg.Error) -> PostgresOutboxError:
+        return PostgresOutboxError(f"{self.path}: the results database failed: {_first_line(exc)}")
 
     def _notify(self) -> None:
         for listener in list(self._listeners):

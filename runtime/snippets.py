@@ -15,6 +15,7 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from runtime.substitution import Substitution, parse_substitution
+from runtime.templates import analyze, flatten_globals
 
 _ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
 _MARKERS = ("{{", "{%", "{#")
@@ -36,15 +37,11 @@ def snippet_names(text: str) -> frozenset[str]:
     """The variables a (valid) snippet reads, for plugins' `variables_used()`."""
     if not any(marker in text for marker in _MARKERS):
         return frozenset()
-    from runtime.templates import analyze
-
     return frozenset(analyze(_ENV.parse(text)).names)
 
 
 @functools.lru_cache(maxsize=8192)
 def _compiled(text: str) -> jinja2.Template:
-    from runtime.templates import flatten_globals
-
     return flatten_globals(_ENV.from_string(text))
 
 
