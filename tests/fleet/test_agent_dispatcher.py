@@ -147,8 +147,9 @@ async def start_worker(
     for server, probe, task in running:
         # a held entrypoint would hold aclose() for livekit's 15 s entrypoint grace
         probe.release.set()
-        await server.aclose()
-        await task
+        # bounded, so a shutdown that hangs fails this test instead of stalling the suite
+        await asyncio.wait_for(server.aclose(), 30)
+        await asyncio.wait_for(task, 10)
     assert_nothing_leaked(threads_before, tasks_before)
 
 
