@@ -109,6 +109,11 @@ class CallContext:
     provider_kinds: frozenset[str] = frozenset()
     # live watchers of the timeline and transcript (a widget showing the call as it goes)
     observers: list[Callable[[str, dict[str, Any]], None]] = field(default_factory=list)
+    # the flow: the step the call is in, the steps entered, the values captured so far
+    # (captured values are data, like variables: templates read them, never run them)
+    step: str | None = None
+    steps: list[str] = field(default_factory=list)
+    captured: dict[str, Any] = field(default_factory=dict)
     _clock_start: float = field(default_factory=time.monotonic)
     _ended: asyncio.Event | None = None
 
@@ -141,6 +146,39 @@ class CallContext:
         self.transcript.append(entry)
         for observer in self.observers:
             observer("transcript", entry.model_dump(mode="json"))
+
+    def capture(self, values: dict[str, Any], *, by: str) -> None:
+        """Set captured values (a transition's, a tool's); ``by`` says where they came from."""
+        if values:
+            self.captured.update(values)
+            self.add_event("captured", values=values, by=by)
+
+    def enter_step(self, step: str, **data: Any) -> None:
+        """The call is now in ``step``; ``data`` (from, reason, latency) goes on the timeline."""
+        self.step = step
+        self.steps.append(step)
+        self.add_event("step_entered", step=step, **data)
+
+    def transition_tool(self, to: str) -> str | None:
+        """The tool the LLM calls to go from the current step to step ``to`` (None: the
+        current step has no such transition). For LLM plugins that script transitions."""
+        flow = self.bot.flow
+        if flow is None or self.step is None:
+            return None
+        for transition in flow.steps[self.step].transitions:
+            if transition.kind == "llm" and transition.to == to:
+                return transition.tool
+        return None
+
+    def template_values(self) -> dict[str, Any]:
+        """What a tool's templates read: the call's variables, `captured` and `step`."""
+        return {**self.variables, "captured": dict(self.captured), "step": self.step}
+
+    def resume(self) -> None:
+        """Take back an end request whose hand-over failed (a transfer that did not
+        connect, with a flow step to fall back to): the call goes on."""
+        self.end_request = None
+        self._ended = None
 
     def request_end(
         self,
@@ -183,6 +221,9 @@ class CallContext:
             disconnected_by=end.disconnected_by if end else None,
             cause=end.cause if end else None,
             transferred_to=self.transferred_to,
+            step=self.step,
+            steps=list(self.steps),
+            captured=dict(self.captured),
             transcript=list(self.transcript),
             events=list(self.events),
         )

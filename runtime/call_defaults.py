@@ -37,6 +37,8 @@ class ResolvedTool:
     name: str
     entry: ToolEntry
     options: BaseModel
+    # captured values its result sets: (name, compiled Jinja expression over `result`)
+    captures: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,7 @@ def _work_out(bot: CompiledBot, registry: Registry) -> CallDefaults:
         info=bot.bot_info(),
         providers=providers,
         tools=tuple(
-            ResolvedTool(tool.name, registry.tool(tool.binding.use), tool.options)
+            ResolvedTool(tool.name, registry.tool(tool.binding.use), tool.options, tool.captures)
             for tool in bot.tools
         ),
         reminders=reminders,

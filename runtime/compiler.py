@@ -23,6 +23,8 @@ from pydantic import BaseModel, ValidationError
 from runtime import toml_parser
 from runtime.dispositions import BUILTIN_NAMES, CompiledRule, rule_order
 from runtime.errors import CallSetupError, Problem, UnknownName, suggest
+from runtime.flow.captures import CAPTURED
+from runtime.flow.compile import REMEMBER_TOOL, STEP, CompiledFlow, compile_flow
 from runtime.record import RECORD_FIELDS
 from runtime.registry import PROVIDER_KINDS, Registry
 from runtime.schema import Bot, ToolBinding
@@ -31,7 +33,7 @@ from runtime.templates import PromptEnvironment, PromptTemplate, TemplateFailure
 T = TypeVar("T")
 _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 # names every per-call template may use besides the bot's variables
-CALL_NAMES = frozenset({"bot", "call"})
+CALL_NAMES = frozenset({"bot", "call", CAPTURED, STEP})
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class CompiledTool:
     name: str  # the name the LLM sees
     options: BaseModel
     key: str = ""  # where it is bound: "tools[2]"
+    # captured values its result sets: (name, compiled Jinja expression over `result`)
+    captures: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class CompiledBot:
     dispositions: tuple[CompiledRule, ...]  # the bot's rules, then the built-ins, in order
     templates: Mapping[str, PromptTemplate] = field(default_factory=dict)  # key path -> template
     dependencies: frozenset[Path] = frozenset()  # template files this version was built from
+    flow: CompiledFlow | None = None  # None: the whole call is one step, as without [flow]
 
     def bot_info(self) -> dict[str, Any]:
         return {"id": self.id, "description": self.bot.description, "language": self.bot.language}
@@ -155,6 +160,9 @@ class _BotCheck:
         provider_options.update(self.check_post_call_llms())
         tools = self.check_tools()
         self.check_tool_references(provider_options, tools)
+        flow = compile_flow(
+            self, {tool.name: frozenset(n for n, _ in tool.captures) for tool in tools}
+        )
         self.check_variables_used(provider_options, tools)
         variable_names = set(bot.variables)
         system = self.template("prompt.system", bot.prompt.system, allowed=frozenset({"bot"}))
@@ -193,6 +201,7 @@ class _BotCheck:
             dispositions=dispositions,
             templates=self.templates,
             dependencies=dependencies,
+            flow=flow,
         )
 
     def check_providers(self) -> dict[str, BaseModel]:
@@ -233,8 +242,28 @@ class _BotCheck:
                 )
                 continue
             seen[name] = index
-            tools.append(CompiledTool(binding, name, options, key))
+            captures = self.tool_captures(key, binding)
+            tools.append(CompiledTool(binding, name, options, key, captures))
         return tuple(tools)
+
+    def tool_captures(self, key: str, binding: ToolBinding) -> tuple[tuple[str, Any], ...]:
+        """A tool's `capture`: Jinja expressions over its `result` (and the call's values)."""
+        known = set(self.bot.variables) | {"result", CAPTURED, STEP} | set(self.prompts.env.globals)
+        captures: list[tuple[str, Any]] = []
+        for name, text in binding.capture.items():
+            try:
+                expression, names = self.prompts.expression(text)
+            except jinja2.TemplateSyntaxError as exc:
+                self.problem(f"{key}.capture.{name}", f"invalid expression {text!r}: {exc.message}")
+                continue
+            for unknown in sorted(names - known):
+                self.problem(
+                    f"{key}.capture.{name}",
+                    f"unknown name `{unknown}` in {text!r}",
+                    "read the tool's answer as `result` (e.g. result.reference)",
+                )
+            captures.append((name, expression))
+        return tuple(captures)
 
     def check_tool_references(
         self, provider_options: dict[str, BaseModel], tools: tuple[CompiledTool, ...]
@@ -244,6 +273,8 @@ class _BotCheck:
         names = sorted(
             str(binding.options().get("name") or binding.use) for binding in self.bot.tools
         )
+        if any(step.capture for step in self.bot.steps.values()):
+            names.append(REMEMBER_TOOL)  # a flow tool: offered where a step captures
         for kind, options in provider_options.items():
             referenced = getattr(options, "referenced_tools", None)
             if not callable(referenced):
@@ -254,6 +285,41 @@ class _BotCheck:
                         f"{kind}.{key}",
                         f"calls tool {name!r}, which this bot does not bind",
                         "add it under [[tools]]; " + suggest(name, names, what="bound tools"),
+                    )
+
+    def check_step_references(self, provider_options: dict[str, BaseModel]) -> None:
+        """Providers that script a flow (the `rules` LLM's `steps` and `goto`) must name
+        steps the bot has, and a `goto` must be a `when` transition of the steps it is
+        active in."""
+        steps = self.bot.steps
+        for kind, options in provider_options.items():
+            referenced = getattr(options, "referenced_steps", None)
+            if not callable(referenced):
+                continue
+            for key, (scope, goto) in referenced().items():
+                for name in [*scope, *([goto] if goto else [])]:
+                    if name not in steps:
+                        self.problem(
+                            f"{kind}.{key}",
+                            f"names step {name!r}, which this bot does not have",
+                            suggest(name, list(steps), what="steps")
+                            if steps
+                            else "declare the flow's steps as [steps.<name>] tables",
+                        )
+                if goto is None or goto not in steps:
+                    continue
+                sources = [s for s in (scope or list(steps)) if s in steps]
+                with_way = [
+                    s for s in sources if any(t.to == goto and t.when for t in steps[s].next)
+                ]
+                lacking = sorted(set(scope) - set(with_way)) if scope else []
+                if lacking or not with_way:
+                    where = ", ".join(lacking) if lacking else "any step"
+                    self.problem(
+                        f"{kind}.{key}.goto",
+                        f"goes to step {goto!r}, but {where} has no `when` transition to it",
+                        f"add [[steps.<step>.next]] with to = {goto!r} and `when`, or scope "
+                        "the rule with `steps`",
                     )
 
     def check_variables_used(

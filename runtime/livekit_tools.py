@@ -72,22 +72,60 @@ def livekit_tool(resolved: ResolvedTool, definition: ToolDefinition) -> llm.Tool
         try:
             result = await definition.handler(raw_arguments, call)
         except ToolFailure as exc:
-            _tool_event(call, resolved.name, raw_arguments, started, error=str(exc))
+            record_tool_call(call, resolved.name, raw_arguments, started, error=str(exc))
+            fallback = _step_agent_hook(context, "after_failure", resolved.name, str(exc))
+            if fallback is not None:  # the flow has a way out for this failure
+                return fallback
             raise llm.ToolError(str(exc)) from None
         except Exception as exc:  # a bug in the tool: the LLM hears a generic failure
             error = f"{type(exc).__name__}: {exc}"
-            _tool_event(call, resolved.name, raw_arguments, started, error=error)
+            record_tool_call(call, resolved.name, raw_arguments, started, error=error)
+            fallback = _step_agent_hook(context, "after_failure", resolved.name, error)
+            if fallback is not None:
+                return fallback
             raise llm.ToolError(f"the tool {resolved.name} failed") from None
         output = result if isinstance(result, str) else json.dumps(result, default=str)
-        _tool_event(call, resolved.name, raw_arguments, started, result=output)
+        record_tool_call(call, resolved.name, raw_arguments, started, result=output)
+        if resolved.captures:
+            call.capture(_captures(call, resolved, result), by=resolved.name)
+        following = _step_agent_hook(context, "after_tool", resolved.name, result)
         if definition.ends_turn:
             raise llm.StopResponse()
-        return output
+        return output if following is None else (output, following)
 
     return llm.function_tool(invoke, raw_schema=schema)
 
 
-def _tool_event(
+def _step_agent_hook(context: RunContext, hook: str, name: str, value: Any) -> Any:
+    """Ask the flow step running this tool where the call goes next (None: it stays).
+    Bots without a flow have no step agent, and nothing to ask."""
+    runner = getattr(context.session.current_agent, "runner", None)
+    return None if runner is None else getattr(runner, hook)(name, value)
+
+
+def _captures(call: CallContext, resolved: ResolvedTool, result: Any) -> dict[str, Any]:
+    """The values a tool's `capture` expressions read from its result. One that fails to
+    evaluate is left out and logged: a capture is data, it never fails the tool."""
+    context = {**call.template_values(), "result": result}
+    values: dict[str, Any] = {}
+    for name, expression in resolved.captures:
+        try:
+            value = expression(**context)
+        except Exception as exc:
+            call.add_event("flow_error", key=f"{resolved.name}.capture.{name}", error=str(exc))
+            continue
+        if value is not None and not _is_undefined(value):
+            values[name] = value
+    return values
+
+
+def _is_undefined(value: Any) -> bool:
+    import jinja2
+
+    return isinstance(value, jinja2.Undefined)
+
+
+def record_tool_call(
     call: CallContext,
     name: str,
     arguments: dict[str, Any],

@@ -70,6 +70,13 @@ class CallRecord(BaseModel):
     cause: str | None = Field(None, description="raw cause: SIP status, provider error, ...")
     sip_status: int | None = Field(None, description="the SIP status of a failed outbound dial")
     transferred_to: str | None = Field(None, description="where the caller was transferred")
+    step: str | None = Field(None, description="the flow step the call ended in")
+    steps: list[str] = Field(
+        default_factory=list, description="the flow steps entered, in order (the start first)"
+    )
+    captured: dict[str, Any] = Field(
+        default_factory=dict, description="values captured by flow transitions and tools"
+    )
     transcript: list[TranscriptEntry] = Field(default_factory=list)
     events: list[CallEvent] = Field(default_factory=list)
     usage: list[ProviderUsage] = Field(default_factory=list)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import inspect
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jinja2
@@ -43,6 +43,8 @@ class CallPlan:
     tools: tuple[ResolvedTool, ...]
     lines: EndingLines = NO_LINES
     outside_hours: str | None = None  # set: why the bot's schedule is closed right now
+    # what this call's templates read (variables, `bot`, `call`): flow steps render with it
+    template_context: Mapping[str, Any] = field(default_factory=dict)
     rejected: str | None = None  # set: why per-call config refused the call
 
     def new_context(self) -> CallContext:
@@ -52,6 +54,7 @@ class CallPlan:
             variables=dict(self.variables),
             prompt=self.prompt,
             provider_kinds=frozenset(self.providers),
+            captured=dict(self.bot.flow.defaults) if self.bot.flow is not None else {},
         )
 
 
@@ -107,6 +110,7 @@ def plan_call(
         defaults.tools,
         lines=_ending_lines(bot, defaults, context, request, closed=outside_hours is not None),
         outside_hours=outside_hours,
+        template_context=context,
     )
 
 

@@ -17,9 +17,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from runtime.durations import Duration
-
-BOT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+from runtime.flow.schema import FlowConfig, Step
+from runtime.identifiers import BOT_ID as BOT_ID
+from runtime.identifiers import VARIABLE_NAME as VARIABLE_NAME
 
 
 class Strict(BaseModel):
@@ -103,10 +103,24 @@ class Limits(Strict):
 
 
 class ToolBinding(BaseModel):
-    """``use`` picks a registered tool; the other keys are that tool's options."""
+    """``use`` picks a registered tool; the other keys are that tool's options, except
+    ``capture``, which is dialplan's: values this tool's result sets."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
     use: str = Field(description="name of a registered tool (see `dialplan plugins`)")
+    capture: dict[str, str] = Field(
+        default_factory=dict,
+        description="captured values set from the tool's result when it succeeds: "
+        '`{ booking_ref = "result.reference" }` (Jinja expressions over `result`)',
+    )
+
+    @field_validator("capture")
+    @classmethod
+    def _capture_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not VARIABLE_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid capture name (letters, digits, _)")
+        return value
 
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -346,6 +360,12 @@ class Bot(Strict):
     recording: RecordingConfig = RecordingConfig()
     schedule: Schedule | None = None
     voicemail: VoicemailConfig | None = None
+    flow: FlowConfig | None = Field(
+        None, description="script the conversation as steps (see [steps.*]); none: one step"
+    )
+    steps: dict[str, Step] = Field(
+        default_factory=dict, description="the steps of the flow, by name"
+    )
 
     @field_validator("id")
     @classmethod
@@ -370,6 +390,25 @@ class Bot(Strict):
             )
             specs[name] = spec if is_spec else {"default": spec}
         return specs
+
+    @field_validator("steps")
+    @classmethod
+    def _step_names(cls, value: dict[str, Step]) -> dict[str, Step]:
+        for name in value:
+            if not VARIABLE_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid step name (letters, digits, _)")
+        return value
+
+    @model_validator(mode="after")
+    def _flow_and_steps(self) -> Bot:
+        if self.steps and self.flow is None:
+            first = next(iter(self.steps))
+            raise ValueError(
+                f"the bot has steps but no start step: add [flow] with start = {first!r}"
+            )
+        if self.flow is not None and not self.steps:
+            raise ValueError("[flow] needs steps: declare them as [steps.<name>] tables")
+        return self
 
     @model_validator(mode="after")
     def _unique_dispositions(self) -> Bot:

@@ -21,6 +21,7 @@ from livekit.agents.voice.run_result import RunResult
 
 from runtime.call import CallContext
 from runtime.compiler import CompiledBot
+from runtime.errors import CallSetupError, suggest
 from runtime.lifecycle import Watchdogs
 from runtime.livekit_tools import call_tools
 from runtime.record import CallRecord, DisconnectedBy, ProviderUsage
@@ -39,8 +40,14 @@ class DialplanAgent(Agent):
     livekit scans every member of an Agent for function tools on each construction (one
     per call), so helpers live outside the class rather than as extra methods."""
 
-    def __init__(self, plan: CallPlan, tools: list[llm.Tool | llm.Toolset]) -> None:
-        super().__init__(instructions=plan.prompt.instructions, tools=tools)
+    def __init__(
+        self,
+        plan: CallPlan,
+        tools: list[llm.Tool | llm.Toolset],
+        *,
+        instructions: str | None = None,
+    ) -> None:
+        super().__init__(instructions=instructions or plan.prompt.instructions, tools=tools)
         self.plan = plan
         self.voicemail_screen: VoicemailScreen | None = None
         self._screening: asyncio.Task[None] | None = None
@@ -151,7 +158,21 @@ class CallSession:
                 )
         if end is not None and end.transfer_to:
             await self._transfer(end.transfer_to)
+            if self.call.end_request is None:  # a flow fell back: the call goes on
+                return
         self.finished.set()
+
+    async def _fall_back(self, error: str) -> bool:
+        """A flow step with a way out for a failed transfer takes it: the call goes on
+        (the end request is taken back and watched for again)."""
+        if self.call.bot.flow is None:
+            return False
+        from runtime.flow.agents import resume_after_failed_transfer
+
+        if not await resume_after_failed_transfer(self.session.current_agent, self.call, error):
+            return False
+        self._watcher = asyncio.create_task(self._end_when_requested(), name="dialplan.end_watch")
+        return True
 
     async def _say_goodbye(self, text: str) -> None:
         await self.session.say(text, allow_interruptions=False)
@@ -162,6 +183,8 @@ class CallSession:
             await self.call.control.transfer(target)
         except Exception as exc:  # the line is still ours, but the bot has said goodbye
             self.call.add_event("transfer", target=target, outcome="error", error=str(exc))
+            if await self._fall_back(str(exc)):
+                return
             assert self.call.end_request is not None
             self.call.end_request.disconnected_by = DisconnectedBy.ERROR
             self.call.end_request.cause = f"transfer to {target} failed: {exc}"
@@ -197,6 +220,8 @@ def build_call_session(
     text_only: bool = True,
     tool_handlers: Mapping[str, ToolHandler] | None = None,
     echo_warmup: float | None = None,
+    start_step: str | None = None,
+    start_captured: Mapping[str, Any] | None = None,
 ) -> CallSession:
     """The call's AgentSession. ``tool_handlers`` replace tools' handlers by tool name
     (scenario mocks): the LLM still sees the real tool, and the timeline still records it.
@@ -212,6 +237,10 @@ def build_call_session(
         if kind in kinds
     }
     tools = call_tools(plan.bot, plan.tools, call, tool_handlers)
+    if start_step is not None or start_captured:
+        if plan.bot.flow is None:
+            raise CallSetupError(f"bot {plan.bot.id!r} has no [flow] to start in a step")
+        call.captured.update(start_captured or {})
     session: AgentSession = AgentSession(
         llm=providers["llm"],
         stt=providers.get("stt") or NOT_GIVEN,
@@ -225,13 +254,34 @@ def build_call_session(
         ),
     )
     _record_conversation(session, call)
-    agent = DialplanAgent(plan, tools)
+    agent = _first_agent(plan, call, tools, tool_handlers, start_step)
     voicemail = plan.bot.bot.voicemail
     if not text_only and plan.request.direction == "outbound" and voicemail and voicemail.detect:
         agent.voicemail_screen = VoicemailScreen(
             session, call, voicemail, _voicemail_classifier(plan, call), plan.lines.voicemail
         )
     return CallSession(call, session, agent, providers, text_only=text_only)
+
+
+def _first_agent(
+    plan: CallPlan,
+    call: CallContext,
+    tools: list[llm.Tool | llm.Toolset],
+    handlers: Mapping[str, ToolHandler] | None,
+    start_step: str | None,
+) -> DialplanAgent:
+    """The bot's one agent, or the first step's when it has a flow."""
+    if plan.bot.flow is None:
+        return DialplanAgent(plan, tools)
+    from runtime.flow.agents import FlowRunner
+
+    by_name = {resolved.name: tool for resolved, tool in zip(plan.tools, tools, strict=True)}
+    if start_step is not None and start_step not in plan.bot.flow.steps:
+        raise CallSetupError(
+            f"bot {plan.bot.id!r} has no step {start_step!r}; "
+            + suggest(start_step, list(plan.bot.flow.steps), what="steps")
+        )
+    return FlowRunner(plan, call, by_name, handlers).first_agent(start_step)
 
 
 def _session_options(bot: CompiledBot, *, text_only: bool) -> dict[str, Any]:

@@ -86,12 +86,23 @@ class RulesStream(llm.LLMStream):
     def _decide(self) -> RuleReply:
         items = [item for item in self._chat_ctx.items if item.type != "agent_config_update"]
         last = items[-1] if items else None
+        engine = self._engine
         if last is not None and last.type == "function_call_output":
             prefix, _, rest = last.call_id.partition("_")
             rule_index, _, _ = rest.partition("_")
-            if prefix == _CALL_PREFIX and rule_index.isdigit():
-                return self._engine.after_tool(int(rule_index), last.output, last.is_error)
-            return RuleReply()
+            if prefix != _CALL_PREFIX or not rule_index.isdigit():
+                return RuleReply()
+            if engine.arriving():  # the goto's transition tool answered: it refused
+                return engine.transition_refused(last.output)
+            return engine.after_tool(int(rule_index), last.output, last.is_error)
         if last is not None and last.type == "message" and last.role == "user":
-            return self._engine.respond(last.text_content or "")
-        return self._engine.opening()
+            if engine.arriving():  # a step begins with the line that moved the call
+                return engine.begin_step(last.text_content or "")
+            offered = frozenset(tool.info.name for tool in self._tools if hasattr(tool, "info"))
+            return engine.respond(last.text_content or "", offered)
+        callers = [
+            item.text_content or ""
+            for item in items
+            if item.type == "message" and item.role == "user"
+        ]
+        return engine.begin_step(callers[-1] if callers else None)

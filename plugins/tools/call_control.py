@@ -102,7 +102,7 @@ def create_transfer(options: TransferOptions, call: CallContext | None) -> ToolD
             template = options.targets[destination]
         else:
             template = options.to
-        context = {**call.variables, "destination": destination}
+        context = {**call.template_values(), "destination": destination}
         target = render_snippet(template, context)
         if not _TARGET.match(target):
             raise ToolFailure(f"the transfer target {target!r} is not a number or SIP URI")

@@ -42,7 +42,7 @@ class EndCallOptions(BaseModel):
 
 def create_tool(options: EndCallOptions, call: CallContext | None) -> ToolDefinition:
     async def end_call(arguments: dict[str, Any], call: CallContext) -> str:
-        goodbye = render_snippet(options.goodbye, call.variables) or None
+        goodbye = render_snippet(options.goodbye, call.template_values()) or None
         reason = str(arguments.get("reason") or "end_call tool")
         call.request_end(DisconnectedBy.BOT, cause=reason, goodbye=goodbye)
         return "the call is ending"

@@ -278,7 +278,7 @@ def request_context(
 ) -> dict[str, Any]:
     request = call.request
     return {
-        **call.variables,
+        **call.template_values(),
         "args": arguments,
         "secrets": secrets,
         "bot": call.bot.bot_info(),

@@ -1,0 +1,466 @@
+"""A flow checked as a graph and prepared once per bot version.
+
+Every mistake is a located `Problem` with a fix: unknown or unreachable steps, no start,
+dead ends, tools the bot does not bind, conditions that do not parse, captures declared
+with two types, and templates that read a captured value some path into their step does
+not provide. Cycles are fine: a caller may go back to an earlier step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import jinja2
+
+from runtime.errors import suggest
+from runtime.flow.captures import (
+    CAPTURED,
+    NO_READS,
+    CapturedReads,
+    captured_reads,
+    conjunction_reads,
+)
+from runtime.flow.schema import ANY_TOOL, CaptureSpec, ContextMode, Step, TransitionKind
+from runtime.schema import Bot
+from runtime.templates import PromptEnvironment, PromptTemplate
+
+# tools that end the call or hand it over: a step offering one is no dead end
+ENDING_TOOLS = frozenset({"end_call", "transfer_call"})
+REMEMBER_TOOL = "remember"  # the tool that records a step's own `capture`
+STEP = "step"  # templates may read the current step's name
+
+
+@dataclass(frozen=True)
+class CompiledTransition:
+    key: str  # where it is written: "steps.triage.next[0]"
+    source: str  # the step it leaves
+    to: str
+    kind: TransitionKind
+    tool: str | None  # llm: the tool the LLM calls; after/error: the bound tool watched
+    description: str  # the LLM's `when`, or the condition, for people and the graph
+    condition: Any | None = None  # a compiled Jinja expression
+    condition_text: str | None = None
+    captures: Mapping[str, CaptureSpec] = field(default_factory=dict)
+    context: ContextMode = "keep"  # what the next step remembers
+
+
+@dataclass(frozen=True)
+class CompiledStep:
+    name: str
+    instructions: PromptTemplate | None
+    say: PromptTemplate | None
+    then: str | None
+    then_is_step: bool
+    tools: tuple[str, ...]  # bound tools offered: the step's own, then the global ones
+    captures: Mapping[str, CaptureSpec]  # recorded with the `remember` tool
+    transitions: tuple[CompiledTransition, ...]
+    context: ContextMode = "keep"  # what it remembers when entered by `then`
+
+    @property
+    def speaks_only(self) -> bool:
+        """A fixed line and a next move: the LLM is never asked in this step."""
+        return self.then is not None
+
+    def taken(self, kind: TransitionKind) -> tuple[CompiledTransition, ...]:
+        return tuple(t for t in self.transitions if t.kind == kind)
+
+
+@dataclass(frozen=True)
+class CompiledFlow:
+    start: str
+    steps: Mapping[str, CompiledStep]
+    summary: PromptTemplate | None
+    captures: Mapping[str, CaptureSpec]  # every capture declared, by name
+    defaults: Mapping[str, Any]  # captured values a call starts with
+
+    def conditions_context(self, captured: Mapping[str, Any]) -> dict[str, Any]:
+        """`captured` as conditions see it: a declared value not captured yet is None, so
+        `captured.name and captured.day` is simply false until both are known."""
+        return {**dict.fromkeys(self.captures), **captured}
+
+
+class FlowChecker(Protocol):
+    """What the bot compiler lends the flow checks (see `runtime.compiler._BotCheck`)."""
+
+    bot: Bot
+    prompts: PromptEnvironment
+
+    def problem(self, key: str, message: str, fix: str = "", **where: Any) -> None: ...
+
+    def template(
+        self, key: str, value: str, allowed: frozenset[str] | set[str]
+    ) -> PromptTemplate | None: ...
+
+
+def compile_flow(
+    check: FlowChecker, tool_captures: Mapping[str, frozenset[str]]
+) -> CompiledFlow | None:
+    """The bot's flow, or None when it has none (or problems were reported).
+    ``tool_captures``: the values each bound tool sets from its result, by tool name."""
+    bot = check.bot
+    if bot.flow is None:
+        return None
+    return _FlowCompiler(check, tool_captures).run()
+
+
+class _FlowCompiler:
+    def __init__(self, check: FlowChecker, tool_captures: Mapping[str, frozenset[str]]) -> None:
+        self.check = check
+        self.bot = check.bot
+        assert self.bot.flow is not None
+        self.flow = self.bot.flow
+        self.env = check.prompts.env
+        self.tool_captures = tool_captures
+        self.bound = sorted(self._bound_names())
+        self.ending = {
+            str(b.options().get("name") or b.use) for b in self.bot.tools if b.use in ENDING_TOOLS
+        }
+        self.failed = False
+
+    def problem(self, key: str, message: str, fix: str = "") -> None:
+        self.failed = True
+        self.check.problem(key, message, fix)
+
+    def _bound_names(self) -> set[str]:
+        return {str(binding.options().get("name") or binding.use) for binding in self.bot.tools}
+
+    def run(self) -> CompiledFlow | None:
+        steps = self.bot.steps
+        names = list(steps)
+        if self.flow.start not in steps:
+            self.problem(
+                "flow.start",
+                f"no step named {self.flow.start!r} to start in",
+                suggest(self.flow.start, names, what="steps"),
+            )
+        self.check_tools("flow.global_tools", self.flow.global_tools)
+        captures = self.declared_captures()
+        defaults = {n: s.default for n, s in captures.items() if s.default is not None}
+        allowed = set(self.bot.variables) | {CAPTURED, STEP}
+        compiled: dict[str, CompiledStep] = {}
+        reads: dict[str, dict[str, CapturedReads]] = {}
+        for name, step in steps.items():
+            compiled[name], reads[name] = self.compile_step(name, step, allowed)
+        summary = None
+        if self.flow.summary:
+            summary = self.check.template("flow.summary", self.flow.summary, allowed)
+        if self.failed:
+            return None
+        reachable = self.check_reachable(compiled)
+        self.check_dead_ends(compiled, reachable)
+        self.check_reads(compiled, reads, reachable, captures, defaults)
+        if self.failed:
+            return None
+        return CompiledFlow(self.flow.start, compiled, summary, captures, defaults)
+
+    def check_tools(self, key: str, tools: list[str]) -> None:
+        for index, tool in enumerate(tools):
+            if tool not in self.bound:
+                self.problem(
+                    f"{key}[{index}]",
+                    f"names tool {tool!r}, which this bot does not bind",
+                    "add it under [[tools]]; " + suggest(tool, self.bound, what="bound tools"),
+                )
+
+    def declared_captures(self) -> dict[str, CaptureSpec]:
+        """Every capture declared in the flow; one name declared twice must agree on its
+        type (the record and dispositions read one value)."""
+        found: dict[str, tuple[str, CaptureSpec]] = {}
+        for step_name, step in self.bot.steps.items():
+            declared = [(f"steps.{step_name}.capture", step.capture)]
+            declared += [
+                (f"steps.{step_name}.next[{i}].capture", t.capture) for i, t in enumerate(step.next)
+            ]
+            for key, specs in declared:
+                for name, spec in specs.items():
+                    first = found.get(name)
+                    if first is None:
+                        found[name] = (key, spec)
+                    elif first[1].type != spec.type:
+                        self.problem(
+                            f"{key}.{name}",
+                            f"captures {name!r} as {spec.type!r}, but {first[0]}.{name} "
+                            f"captures it as {first[1].type!r}",
+                            "give one value one type (or rename one of them)",
+                        )
+        return {name: spec for name, (_key, spec) in found.items()}
+
+    def compile_step(
+        self, name: str, step: Step, allowed: set[str]
+    ) -> tuple[CompiledStep, dict[str, CapturedReads]]:
+        key = f"steps.{name}"
+        self.check_tools(f"{key}.tools", step.tools)
+        tools = tuple(dict.fromkeys([*step.tools, *self.flow.global_tools]))
+        reads: dict[str, CapturedReads] = {}
+        instructions = say = None
+        if step.instructions:
+            instructions = self.check.template(f"{key}.instructions", step.instructions, allowed)
+            reads[f"{key}.instructions"] = self.reads(instructions)
+        if step.say:
+            say = self.check.template(f"{key}.say", step.say, allowed)
+            reads[f"{key}.say"] = self.reads(say)
+        then_is_step = False
+        if step.then is not None:
+            then_is_step = step.then in self.bot.steps
+            if not then_is_step and step.then not in self.bound:
+                self.problem(
+                    f"{key}.then",
+                    f"{step.then!r} is neither a step nor a tool this bot binds",
+                    suggest(step.then, [*self.bot.steps, *self.bound], what="steps and tools"),
+                )
+        if step.capture and REMEMBER_TOOL in tools:
+            self.problem(
+                f"{key}.capture",
+                f"a step that captures values offers a tool named {REMEMBER_TOOL!r}, and "
+                "so does a bound tool",
+                f"rename the bound tool (its `name`) to something other than {REMEMBER_TOOL!r}",
+            )
+        transitions = tuple(
+            self.compile_transition(name, step, index, tools) for index in range(len(step.next))
+        )
+        return (
+            CompiledStep(
+                name,
+                instructions,
+                say,
+                step.then,
+                then_is_step,
+                tools,
+                step.capture,
+                transitions,
+                step.context or self.flow.context,
+            ),
+            reads,
+        )
+
+    def compile_transition(
+        self, source: str, step: Step, index: int, tools: tuple[str, ...]
+    ) -> CompiledTransition:
+        transition = step.next[index]
+        key = f"steps.{source}.next[{index}]"
+        steps = list(self.bot.steps)
+        if transition.to not in self.bot.steps:
+            self.problem(
+                f"{key}.to", f"no step named {transition.to!r}", suggest(transition.to, steps)
+            )
+        kind = transition.kind
+        tool: str | None = None
+        description = ""
+        if kind == "llm":
+            tool = transition.tool_name()
+            description = transition.when or ""
+            clash = [t for t in step.next[:index] if t.when is not None and t.tool_name() == tool]
+            if clash or tool in tools or tool == REMEMBER_TOOL:
+                self.problem(
+                    f"{key}.name" if transition.name else f"{key}.to",
+                    f"the tool name {tool!r} is already used in step {source!r}",
+                    "give this transition a distinct `name`",
+                )
+        elif kind in ("after", "error"):
+            tool = transition.after if kind == "after" else transition.on_error
+            assert tool is not None
+            field_name = "after" if kind == "after" else "on_error"
+            if tool != ANY_TOOL or kind == "after":
+                offered = (*tools, step.then) if step.then else tools
+                self.check_watched_tool(f"{key}.{field_name}", tool, offered, source)
+        condition = None
+        if transition.condition is not None:
+            names = set(self.bot.variables) | {CAPTURED, STEP}
+            if kind == "after":
+                names.add("result")
+            condition = self.condition(f"{key}.if", transition.condition, names)
+            description = (
+                f"after {tool}, if {transition.condition}"
+                if kind == "after"
+                else transition.condition
+            )
+        elif kind == "after":
+            description = f"after {tool}"
+        elif kind == "error":
+            description = f"{tool} fails" if tool != ANY_TOOL else "a tool fails"
+        target = self.bot.steps.get(transition.to)
+        context = (
+            transition.context
+            or (target.context if target is not None else None)
+            or self.flow.context
+        )
+        return CompiledTransition(
+            key,
+            source,
+            transition.to,
+            kind,
+            tool,
+            description,
+            condition,
+            transition.condition,
+            transition.capture,
+            context,
+        )
+
+    def check_watched_tool(
+        self, key: str, tool: str, tools: tuple[str | None, ...], step: str
+    ) -> None:
+        if tool not in self.bound:
+            self.problem(
+                key,
+                f"watches tool {tool!r}, which this bot does not bind",
+                "add it under [[tools]]; " + suggest(tool, self.bound, what="bound tools"),
+            )
+        elif tool not in tools:
+            self.problem(
+                key,
+                f"watches tool {tool!r}, which step {step!r} neither offers nor runs",
+                f"add {tool!r} to steps.{step}.tools (or to flow.global_tools)",
+            )
+
+    def condition(self, key: str, text: str, names: set[str]) -> Any | None:
+        try:
+            compiled, used = self.check.prompts.expression(text)
+        except jinja2.TemplateSyntaxError as exc:
+            self.problem(
+                key, f"invalid condition {text!r}: {exc.message}", "write a Jinja expression"
+            )
+            return None
+        for name in sorted(used - names - set(self.env.globals)):
+            self.problem(
+                key,
+                f"unknown name `{name}` in {text!r}",
+                suggest(name, sorted(names), what="names a condition can read"),
+            )
+        return compiled
+
+    def reads(self, template: PromptTemplate | None) -> CapturedReads:
+        if template is None or CAPTURED not in template.names:
+            return NO_READS
+        sources = [(template.source, template.file)]
+        for path in template.dependencies:
+            if path != template.file:
+                sources.append((path.read_text(encoding="utf-8"), path))
+        return captured_reads(self.env, sources)
+
+    def edges(
+        self, steps: Mapping[str, CompiledStep]
+    ) -> list[tuple[CompiledStep, str, str, frozenset[str]]]:
+        """(from, to, key, captures guaranteed by taking it) for every way between steps."""
+        found: list[tuple[CompiledStep, str, str, frozenset[str]]] = []
+        for step in steps.values():
+            if step.then is not None and step.then_is_step:
+                found.append((step, step.then, f"steps.{step.name}.then", frozenset()))
+            for t in step.transitions:
+                if t.kind == "llm":
+                    gives = frozenset(n for n, s in t.captures.items() if s.required)
+                elif t.kind == "after":
+                    gives = self.tool_captures.get(t.tool or "", frozenset())
+                elif t.kind == "condition" and t.condition_text is not None:
+                    gives = conjunction_reads(self.env, t.condition_text)
+                else:
+                    gives = frozenset()
+                found.append((step, t.to, t.key, gives))
+        return found
+
+    def check_reachable(self, steps: Mapping[str, CompiledStep]) -> set[str]:
+        edges = self.edges(steps)
+        reachable = {self.flow.start}
+        frontier = [self.flow.start]
+        while frontier:
+            current = frontier.pop()
+            for source, target, _key, _gives in edges:
+                if source.name == current and target not in reachable:
+                    reachable.add(target)
+                    frontier.append(target)
+        for name in steps:
+            if name not in reachable:
+                self.problem(
+                    f"steps.{name}",
+                    f"step {name!r} is unreachable from the start step {self.flow.start!r}",
+                    "add a transition to it (`to = " + repr(name) + "`) or remove the step",
+                )
+        return reachable
+
+    def check_dead_ends(self, steps: Mapping[str, CompiledStep], reachable: set[str]) -> None:
+        for name in reachable:
+            step = steps[name]
+            if step.then is not None or step.transitions:
+                continue
+            if any(tool in self.ending for tool in step.tools):
+                continue
+            self.problem(
+                f"steps.{name}",
+                f"step {name!r} has no way out: no transition, and it can neither end nor "
+                "transfer the call",
+                "add a [[steps." + name + ".next]] transition, or offer end_call (in its "
+                "`tools` or in flow.global_tools)",
+            )
+
+    def check_reads(
+        self,
+        steps: Mapping[str, CompiledStep],
+        reads: Mapping[str, Mapping[str, CapturedReads]],
+        reachable: set[str],
+        captures: Mapping[str, CaptureSpec],
+        defaults: Mapping[str, Any],
+    ) -> None:
+        set_anywhere = set(captures) | {n for names in self.tool_captures.values() for n in names}
+        guaranteed, witness = self.guaranteed(steps, reachable, frozenset(defaults))
+        for step_name, by_key in reads.items():
+            if step_name not in reachable:
+                continue
+            for key, found in by_key.items():
+                for name in sorted(found.all - set_anywhere):
+                    self.problem(
+                        key,
+                        f"reads captured.{name}, which no transition, step or tool captures",
+                        suggest(name, sorted(set_anywhere), what="captured values")
+                        + "; declare it in a `capture` table",
+                    )
+                for name in sorted((found.unguarded & set_anywhere) - guaranteed[step_name]):
+                    self.problem(
+                        key,
+                        f"reads captured.{name}, which is not captured on every path into "
+                        f"step {step_name!r} ({witness(step_name, name)})",
+                        f"capture it on that transition (required), give it a `default`, "
+                        f"or write `captured.{name} | default('')`",
+                    )
+
+    def guaranteed(
+        self, steps: Mapping[str, CompiledStep], reachable: set[str], defaults: frozenset[str]
+    ) -> tuple[dict[str, frozenset[str]], Callable[[str, str], str]]:
+        """The captures present on every path into each step (a must-analysis: the
+        intersection over incoming ways), and a function naming a way that lacks one."""
+        edges = [e for e in self.edges(steps) if e[0].name in reachable]
+        everything = frozenset(self.tool_captures_all() | set(self.bot_captures()) | defaults)
+        facts = {name: everything for name in reachable}
+        facts[self.flow.start] = defaults
+        changed = True
+        while changed:
+            changed = False
+            for name in reachable:
+                if name == self.flow.start:
+                    continue
+                incoming = [facts[src.name] | gives for src, to, _k, gives in edges if to == name]
+                new = frozenset.intersection(*incoming) if incoming else defaults
+                if new != facts[name]:
+                    facts[name], changed = new, True
+
+        def witness(step: str, capture: str) -> str:
+            if step == self.flow.start:
+                return "a call starts there"
+            for src, to, key, gives in edges:
+                if to == step and capture not in facts[src.name] | gives:
+                    return f"e.g. from step {src.name!r} by {key}"
+            return "on some path"
+
+        return facts, witness
+
+    def tool_captures_all(self) -> set[str]:
+        return {name for names in self.tool_captures.values() for name in names}
+
+    def bot_captures(self) -> set[str]:
+        names: set[str] = set()
+        for step in self.bot.steps.values():
+            names |= set(step.capture)
+            for transition in step.next:
+                names |= set(transition.capture)
+        return names
