@@ -15,6 +15,10 @@ class ControlUnsupported(Exception):
     """This transport cannot do that (a browser call has no phone line to transfer)."""
 
 
+class TransferFailed(Exception):
+    """The transfer was tried and did not connect (busy, no answer, refused)."""
+
+
 class CallControl(Protocol):
     can_transfer: bool
 
@@ -31,12 +35,15 @@ class SimulatedControl:
 
     can_transfer = True
 
-    def __init__(self) -> None:
+    def __init__(self, transfer_error: str | None = None) -> None:
         self.transfers: list[str] = []
         self.dtmf: list[str] = []
+        self.transfer_error = transfer_error  # set: every transfer fails with this cause
 
     async def transfer(self, target: str) -> None:
         self.transfers.append(target)
+        if self.transfer_error is not None:
+            raise TransferFailed(f"{target}: {self.transfer_error}")
 
     async def send_dtmf(self, digits: str) -> None:
         self.dtmf.append(digits)

@@ -16,6 +16,19 @@ expect_tool = { name = "calendar_slots", arguments = { date = "monday" } }
 [[scenarios.turns]]
 say = "thanks, bye"
 expect_end = "bot"                      # the call ends, with this disconnected_by
+
+A bot with a flow can be tested one step at a time, and its moves checked:
+
+[[scenarios]]
+name = "books from the booking step"
+start_step = "booking"                  # no greeting: the call starts in this step
+captured = { service = "cleaning" }     # as if captured on the way here
+transfer_fails = "486 Busy Here"        # a transfer on this call does not connect
+
+[[scenarios.turns]]
+say = "book 9:00 on monday for Ann Lee"
+expect_step = "confirmation"            # the step the call is in after the turn
+expect_captured = { booking_ref = "BK7Q2" }
 """
 
 from __future__ import annotations
@@ -76,6 +89,10 @@ class Turn(_Strict):
     expect_intent: str | None = Field(
         None, description="judged by an LLM when one is configured (`dialplan test --judge`)"
     )
+    expect_step: str | None = Field(None, description="the flow step the call is in after it")
+    expect_captured: dict[str, Any] | None = Field(
+        None, description="these captured values, exactly (others may exist)"
+    )
 
     _valid_reply = field_validator("expect_reply")(_regex)
 
@@ -90,9 +107,26 @@ class Scenario(_Strict):
     variables: dict[str, Any] = Field(default_factory=dict)
     mocks: dict[str, ToolMock] = Field(default_factory=dict, description="by tool name")
     expect_greeting: str | None = None
+    start_step: str | None = Field(
+        None, description="start the call in this flow step (no greeting), to test it alone"
+    )
+    captured: dict[str, Any] = Field(
+        default_factory=dict, description="captured values the call starts with"
+    )
+    transfer_fails: str | None = Field(
+        None, description="transfers on this call fail with this cause (e.g. a SIP status)"
+    )
     turns: list[Turn] = Field(min_length=1)
 
     _valid_greeting = field_validator("expect_greeting")(_regex)
+
+    @model_validator(mode="after")
+    def _greeting_needs_start(self) -> Scenario:
+        if self.start_step is not None and self.expect_greeting is not None:
+            raise ValueError(
+                "a scenario that starts in a step hears no greeting: drop `expect_greeting`"
+            )
+        return self
 
     @model_validator(mode="after")
     def _end_is_last(self) -> Scenario:

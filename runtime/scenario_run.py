@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from runtime.call import CallContext, CallOverrides, CallRequest
+from runtime.call_control import SimulatedControl
 from runtime.errors import DialplanError, suggest
 from runtime.record import CallRecord, DisconnectedBy
 from runtime.scenario_file import Scenario, ToolMock, Turn
@@ -106,7 +107,18 @@ async def run_scenario(
     if unknown:
         return result
     handlers = {name: mock_handler(mock) for name, mock in scenario.mocks.items()}
-    call_session = build_call_session(plan, text_only=True, tool_handlers=handlers)
+    try:
+        call_session = build_call_session(
+            plan,
+            text_only=True,
+            tool_handlers=handlers,
+            start_step=scenario.start_step,
+            start_captured=scenario.captured,
+        )
+    except DialplanError as exc:
+        result.mismatches.append(Mismatch("setup", None, "the call starts", str(exc)))
+        return result
+    call_session.call.control = SimulatedControl(scenario.transfer_fails)
     runner = _Runner(call_session, result, judge)
     try:
         await runner.run(scenario)
@@ -196,6 +208,12 @@ class _Runner:
             got = _ended(end.disconnected_by) if end else "the call still going"
             if end is None or end.disconnected_by != turn.expect_end:
                 self.mismatch(where, said, _ended(turn.expect_end), got)
+        if turn.expect_step is not None and self.call.step != turn.expect_step:
+            self.mismatch(where, said, f"step {turn.expect_step!r}", f"step {self.call.step!r}")
+        for name, value in (turn.expect_captured or {}).items():
+            got = self.call.captured.get(name, "(not captured)")
+            if got != value:
+                self.mismatch(where, said, f"captured.{name} = {value!r}", repr(got))
         if turn.expect_intent is not None:
             await self.check_intent(where, said, turn.expect_intent, run)
 

@@ -106,6 +106,8 @@ class CallSession:
     providers: dict[str, Any]
     text_only: bool = True
     finished: asyncio.Event = field(default_factory=asyncio.Event)
+    # set when an end request has played out: the call finished, or it went on in a flow
+    _end_settled: asyncio.Event = field(default_factory=asyncio.Event)
     _watcher: asyncio.Task[None] | None = None
     _watchdogs: Watchdogs | None = None
 
@@ -142,8 +144,12 @@ class CallSession:
     async def say_text(self, text: str) -> RunResult:
         """A caller utterance in text mode; returns once the bot's reply is complete."""
         result: RunResult = await self.session.run(user_input=text)
-        if self.call.end_request is not None:
-            await self.finished.wait()
+        # the call ends (or a failed transfer falls back to a flow step: then the
+        # fallback's opening is part of this turn)
+        end = self.call.end_request
+        while end is not None and self.call.end_request is end and not self.finished.is_set():
+            self._end_settled.clear()
+            await self._end_settled.wait()
         return result
 
     async def _end_when_requested(self) -> None:
@@ -159,8 +165,10 @@ class CallSession:
         if end is not None and end.transfer_to:
             await self._transfer(end.transfer_to)
             if self.call.end_request is None:  # a flow fell back: the call goes on
+                self._end_settled.set()
                 return
         self.finished.set()
+        self._end_settled.set()
 
     async def _fall_back(self, error: str) -> bool:
         """A flow step with a way out for a failed transfer takes it: the call goes on
@@ -169,7 +177,7 @@ class CallSession:
             return False
         from runtime.flow.agents import resume_after_failed_transfer
 
-        if not await resume_after_failed_transfer(self.session.current_agent, self.call, error):
+        if not await resume_after_failed_transfer(self.session, self.call, error):
             return False
         self._watcher = asyncio.create_task(self._end_when_requested(), name="dialplan.end_watch")
         return True

@@ -62,6 +62,15 @@ async def run_text_call(
                 out(f"  [{event.type}] {details}")
             elif event.type == "error":
                 out(f"  [error] {event.data.get('error')}")
+            elif event.type == "step_entered":
+                data = event.data
+                moved = f"{data['from']} -> " if data.get("from") else ""
+                out(f"  [step] {moved}{data['step']} ({data['reason']})")
+            elif event.type == "captured":
+                values = ", ".join(f"{k}={v!r}" for k, v in event.data["values"].items())
+                out(f"  [captured] {values}")
+            elif event.type in ("flow_error", "transition_refused"):
+                out(f"  [{event.type}] {event.data.get('error')}")
         shown_events = len(call.events)
 
     shown_transcript = 0
@@ -77,6 +86,7 @@ async def run_text_call(
     await call_session.session.wait_for_idle()
     if call.end_request is not None:  # e.g. outside opening hours: the bot only says so
         await call_session.finished.wait()
+    show_new_activity()
     show_bot_lines()
     disconnected_by = DisconnectedBy.CUSTOMER
     async for line in _until_ended(lines, call):
@@ -90,6 +100,7 @@ async def run_text_call(
         if call.end_request is not None:
             break
     record = await call_session.close(disconnected_by, cause="caller left the chat")
+    show_new_activity()
     show_bot_lines()
     return record
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jinja2
-from livekit.agents import RunContext, llm
+from livekit.agents import AgentSession, RunContext, llm
 
 from runtime.call import CallContext
 from runtime.compiler import CompiledBot
@@ -32,6 +32,7 @@ from runtime.session import DialplanAgent
 from runtime.tools import ToolDefinition, ToolFailure, ToolHandler
 
 MAX_HOPS = 10  # condition transitions taken in a row before the flow is deemed looping
+ARRIVAL_LIMIT = 30.0  # seconds a fallback step may take to begin (its line said)
 
 
 @dataclass(frozen=True)
@@ -133,9 +134,13 @@ class StepAgent(DialplanAgent):
         self.runner = runner
         self.step = step
         self.entry = entry
+        self.arrived = asyncio.Event()  # set once the step has begun (its line said)
 
     async def on_enter(self) -> None:
-        await self.runner.entered(self)
+        try:
+            await self.runner.entered(self)
+        finally:
+            self.arrived.set()
 
 
 class FlowRunner:
@@ -394,15 +399,23 @@ class FlowRunner:
         return result
 
 
-async def resume_after_failed_transfer(agent: Any, call: CallContext, error: str) -> bool:
-    """A transfer failed after its goodbye: go on in the step's fallback, if it has one."""
+async def resume_after_failed_transfer(
+    session: AgentSession, call: CallContext, error: str
+) -> bool:
+    """A transfer failed after its goodbye: the call goes on in the current step's
+    fallback, if it has one. Returns once that step has begun (its line said)."""
+    agent = session.current_agent
     if not isinstance(agent, StepAgent):
         return False
     fallback = agent.runner.fallback_after_transfer(error)
     if fallback is None:
         return False
     call.resume()
-    with contextlib.suppress(RuntimeError):
-        agent.session.update_agent(fallback)
-    await asyncio.sleep(0)
+    try:
+        session.update_agent(fallback)
+    except RuntimeError:  # the session is closing: the caller has gone
+        return False
+    with contextlib.suppress(asyncio.TimeoutError, RuntimeError):
+        await asyncio.wait_for(fallback.arrived.wait(), ARRIVAL_LIMIT)
+        await asyncio.wait_for(session.wait_for_idle(), ARRIVAL_LIMIT)
     return True
