@@ -21,6 +21,10 @@ env: .venv/.synced
 demo: env
 	$(UV) run --frozen dialplan validate bots/
 	$(UV) run --frozen dialplan simulate receptionist --script bots/receptionist.demo.txt --exact --ignore-schedule --record -
+	@echo "== a flow bot: the dentist's booking line (triage -> booking -> confirmation -> wrap-up)"
+	@# in a scratch directory: each run books into a new calendar file (var/ there)
+	cd "$$(mktemp -d)" && $(UV) run --project "$(CURDIR)" --frozen dialplan simulate dentist \
+		--bots "$(CURDIR)/bots" --script "$(CURDIR)/bots/dentist.demo.txt" --exact
 
 lint: env
 	$(UV) run --frozen ruff check runtime plugins tests bench

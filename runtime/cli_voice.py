@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runtime.cli_args import UsageError, parse_vars
+from runtime.flow.narration import FLOW_EVENTS, flow_line
 
 if TYPE_CHECKING:
     from runtime.registry import Registry
@@ -310,3 +311,7 @@ def _show_activity(kind: str, data: dict[str, Any]) -> None:
         if event["type"] == "tool_call":
             d = event["data"]
             print(f"  [tool] {d['name']} -> {d['outcome']} ({d['latency_ms']:.1f} ms)", flush=True)
+        elif event["type"] in FLOW_EVENTS:
+            line = flow_line(event["type"], event["data"])
+            if line is not None:
+                print(line, flush=True)

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TextIO
 
 from runtime.call import CallContext
+from runtime.flow.narration import FLOW_EVENTS, flow_line
 from runtime.record import CallRecord, DisconnectedBy
 from runtime.resolve import CallPlan
 
@@ -62,15 +63,10 @@ async def run_text_call(
                 out(f"  [{event.type}] {details}")
             elif event.type == "error":
                 out(f"  [error] {event.data.get('error')}")
-            elif event.type == "step_entered":
-                data = event.data
-                moved = f"{data['from']} -> " if data.get("from") else ""
-                out(f"  [step] {moved}{data['step']} ({data['reason']})")
-            elif event.type == "captured":
-                values = ", ".join(f"{k}={v!r}" for k, v in event.data["values"].items())
-                out(f"  [captured] {values}")
-            elif event.type in ("flow_error", "transition_refused"):
-                out(f"  [{event.type}] {event.data.get('error')}")
+            elif event.type in FLOW_EVENTS:
+                line = flow_line(event.type, event.data)
+                if line is not None:
+                    out(line)
         shown_events = len(call.events)
 
     shown_transcript = 0

@@ -169,9 +169,31 @@ def to_minutes(hhmm: str) -> int:
     return int(hours) * 60 + int(minutes)
 
 
+_HOUR_WORDS = ("one two three four five six seven eight nine ten eleven twelve").split()
+_MINUTE_WORDS = {"o'clock": 0, "oclock": 0, "fifteen": 15, "thirty": 30, "forty five": 45}
+# "one pm", "nine thirty", "two forty five p.m.": how a speech recognizer writes a time
+_SPOKEN_TIME = re.compile(
+    rf"^({'|'.join(_HOUR_WORDS)})(?:[\s-]+({'|'.join(_MINUTE_WORDS)}))?"
+    r"\s*(?:([ap])\.?\s?m\.?)?$",
+    re.IGNORECASE,
+)
+
+
+def _spoken_as_digits(text: str) -> str:
+    """A spoken time in digits ("one thirty pm" -> "1:30 pm"); other text unchanged."""
+    found = _SPOKEN_TIME.match(" ".join(text.lower().split()))
+    if found is None:
+        return text
+    hour = _HOUR_WORDS.index(found.group(1)) + 1
+    minute = _MINUTE_WORDS[found.group(2)] if found.group(2) else 0
+    half = f" {found.group(3)}m" if found.group(3) else ""
+    return f"{hour}:{minute:02d}{half}"
+
+
 def parse_time(value: Any) -> str:
-    """A time of day as 'HH:MM'; a `ToolFailure` the LLM can act on when it is not one."""
-    text = str(value or "").strip()
+    """A time of day as 'HH:MM'; a `ToolFailure` the LLM can act on when it is not one.
+    Digits ("14:30", "2pm") or words as a recognizer writes them ("two thirty pm")."""
+    text = _spoken_as_digits(str(value or "").strip())
     found = _TIME.match(text)
     hour = int(found.group(1)) if found else -1
     minute = int(found.group(2) or 0) if found else -1

@@ -50,3 +50,42 @@ def test_a_simulated_phone_call_is_heard_answered_and_recorded(tmp_path: Path) -
     with wave.open(record["recording_key"]) as recording:
         assert (recording.getnchannels(), recording.getframerate()) == (2, 8000)
         assert recording.getnframes() / 8000 > 10  # the whole conversation, both sides
+
+
+def test_a_flow_bot_moves_through_its_steps_on_a_simulated_phone_call(tmp_path: Path) -> None:
+    """The dentist's flow over the voice stack: the caller's spoken request moves the call
+    from triage to booking (a transition the rules LLM takes, with a captured value), where
+    the booking step's calendar tool answers."""
+    script = tmp_path / "caller.txt"
+    script.write_text("I'd like to book a cleaning.\nWhat do you have on Monday?\n")
+    run = run_dialplan(
+        "simulate",
+        "dentist",
+        "--bots",
+        str(REPO / "bots"),
+        "--script",
+        str(script),
+        "--exact",
+        "--record",
+        "-",
+        cwd=tmp_path,  # the calendar's SQLite file is created here
+    )
+    assert run.returncode == 0, run.stderr + run.stdout
+    record = run.record()
+    heard = [e["text"] for e in record["transcript"] if e["role"] == "customer"]
+    said = [e["text"] for e in record["transcript"] if e["role"] == "bot"]
+    assert heard == ["i'd like to book a cleaning", "what do you have on monday"]
+    assert said[1].startswith("Happy to help with a cleaning. Which day would suit you?")
+    # "Monday" is always the next Monday, and the calendar file is new: there are slots
+    assert said[2].startswith("On Monday ") and " I have " in said[2], said[2]
+    tools = [e["data"] for e in record["events"] if e["type"] == "tool_call"]
+    assert [(t["name"], t["arguments"], t["outcome"]) for t in tools] == [
+        ("calendar_slots", {"date": "monday"}, "ok")
+    ]
+    assert record["steps"] == ["triage", "booking"]
+    assert record["step"] == "booking"
+    assert record["captured"] == {"service": "cleaning"}
+    entered = [e["data"] for e in record["events"] if e["type"] == "step_entered"]
+    assert entered[1]["from"] == "triage" and entered[1]["transition"] == "steps.triage.next[1]"
+    assert "  [step] triage -> booking" in run.stdout
+    assert "  [captured] service='cleaning'" in run.stdout
