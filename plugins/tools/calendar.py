@@ -169,7 +169,20 @@ def to_minutes(hhmm: str) -> int:
     return int(hours) * 60 + int(minutes)
 
 
-_HOUR_WORDS = ("one two three four five six seven eight nine ten eleven twelve").split()
+_HOUR_WORDS = (
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+)
 _MINUTE_WORDS = {"o'clock": 0, "oclock": 0, "fifteen": 15, "thirty": 30, "forty five": 45}
 # "one pm", "nine thirty", "two forty five p.m.": how a speech recognizer writes a time
 _SPOKEN_TIME = re.compile(

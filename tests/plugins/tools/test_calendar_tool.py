@@ -484,3 +484,25 @@ async def test_shipped_dentist_bot_plays_its_demo_script(
     assert record.disconnected_by == "bot"
     names = [row[2] for row in bookings(workdir / "var" / "dentist-calendar.sqlite")]
     assert names == ["Ann Lee", "Bob Stone"]
+
+
+@pytest.mark.parametrize(
+    ("spoken", "clock"),
+    [
+        ("14:30", "14:30"),
+        ("2pm", "14:00"),
+        ("one pm", "13:00"),
+        ("nine thirty", "09:30"),
+        ("two forty five p.m.", "14:45"),
+        ("Eleven fifteen a.m.", "11:15"),
+        ("twelve o'clock", "12:00"),
+    ],
+)
+def test_times_are_read_in_digits_or_as_a_recognizer_writes_them(spoken: str, clock: str) -> None:
+    assert calendar_plugin.parse_time(spoken) == clock
+
+
+@pytest.mark.parametrize("nonsense", ["thirteen pm", "one twenty", "noonish", ""])
+def test_a_time_that_is_not_one_is_refused_with_the_format(nonsense: str) -> None:
+    with pytest.raises(ToolFailure, match="HH:MM"):
+        calendar_plugin.parse_time(nonsense)
