@@ -57,7 +57,7 @@ class JsonTask:
 
     def user_message(self, record: CallRecord, bot: CompiledBot) -> str:
         request = self.prompt.render(template_context(record, bot)).strip()
-        return f"{request}\n\nTranscript:\n{transcript_text(record)}"
+        return f"{request}{flow_text(record)}\n\nTranscript:\n{transcript_text(record)}"
 
     def parse(self, reply: str) -> dict[str, Any]:
         """The validated answer, or `InvalidReply`."""
@@ -232,6 +232,17 @@ def template_context(record: CallRecord, bot: CompiledBot) -> dict[str, Any]:
         "fields": dict(analysis.fields) if analysis else {},
         "rubric": dict(qc.rubric) if qc else {},
     }
+
+
+def flow_text(record: CallRecord) -> str:
+    """What the call's flow knew (steps taken, values captured), for the analysing LLM:
+    the facts it would otherwise have to dig out of the transcript. Empty without one."""
+    lines = []
+    if record.steps:
+        lines.append("Steps taken: " + " -> ".join(record.steps))
+    if record.captured:
+        lines.append("Values captured: " + json.dumps(record.captured, default=str))
+    return "\n\n" + "\n".join(lines) if lines else ""
 
 
 def transcript_text(record: CallRecord) -> str:

@@ -250,6 +250,32 @@ async def test_analysis_and_qc_are_validated_and_recorded(
     assert qc_request[1][1].startswith("Review the call for Ann against: greeting, accuracy.")
 
 
+async def test_a_flow_calls_steps_and_captured_values_reach_the_analysis(
+    clinic: Callable[..., CompiledBot], scripted: ScriptedLLMPlugin, scripted_registry: Registry
+) -> None:
+    bot = clinic(
+        CLINIC.replace(
+            'prompt = "Did {{ customer_name }} book?',
+            'prompt = "Did {{ captured.patient }} book in {{ step }}?',
+        )
+    )
+    analysis = scripted.script("analysis", reply(ANALYSIS))
+    scripted.script("qc", reply(QC))
+    record = ended_call(
+        bot,
+        steps=["triage", "booking"],
+        step="booking",
+        captured={"patient": "Ann", "service": "cleaning"},
+    )
+    await run_post_call(record, bot, scripted_registry)
+    user = analysis.requests[0][1][1]
+    assert user.startswith("Did Ann book in booking? It took 42.0 s;")
+    assert (
+        "\n\nSteps taken: triage -> booking\n"
+        'Values captured: {"patient": "Ann", "service": "cleaning"}\n\nTranscript:\n'
+    ) in user
+
+
 async def test_the_system_prompt_is_static_and_given_to_the_factory(
     clinic: Callable[..., CompiledBot], scripted: ScriptedLLMPlugin, scripted_registry: Registry
 ) -> None:
