@@ -75,14 +75,14 @@ def livekit_tool(resolved: ResolvedTool, definition: ToolDefinition) -> llm.Tool
             record_tool_call(call, resolved.name, raw_arguments, started, error=str(exc))
             fallback = _step_agent_hook(context, "after_failure", resolved.name, str(exc))
             if fallback is not None:  # the flow has a way out for this failure
-                return fallback
+                return handing_over(fallback, f"failed: {exc}")
             raise llm.ToolError(str(exc)) from None
         except Exception as exc:  # a bug in the tool: the LLM hears a generic failure
             error = f"{type(exc).__name__}: {exc}"
             record_tool_call(call, resolved.name, raw_arguments, started, error=error)
             fallback = _step_agent_hook(context, "after_failure", resolved.name, error)
             if fallback is not None:
-                return fallback
+                return handing_over(fallback, f"failed: {error}")
             raise llm.ToolError(f"the tool {resolved.name} failed") from None
         output = result if isinstance(result, str) else json.dumps(result, default=str)
         record_tool_call(call, resolved.name, raw_arguments, started, result=output)
@@ -91,9 +91,15 @@ def livekit_tool(resolved: ResolvedTool, definition: ToolDefinition) -> llm.Tool
         following = _step_agent_hook(context, "after_tool", resolved.name, result)
         if definition.ends_turn:
             raise llm.StopResponse()
-        return output if following is None else (output, following)
+        return output if following is None else handing_over(following, output)
 
     return llm.function_tool(invoke, raw_schema=schema)
+
+
+def handing_over(agent: Any, output: str) -> tuple[Any, llm.ToolResult]:
+    """A tool's answer when the flow moves on: the output stays in the conversation, and
+    the next step speaks (the step that ran the tool does not answer it first)."""
+    return agent, llm.ToolResult(output, reply_required=False)
 
 
 def _step_agent_hook(context: RunContext, hook: str, name: str, value: Any) -> Any:

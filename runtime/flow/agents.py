@@ -25,7 +25,7 @@ from runtime.flow.captures import CaptureError, check_values, json_schema
 from runtime.flow.compile import REMEMBER_TOOL, CompiledFlow, CompiledStep, CompiledTransition
 from runtime.flow.schema import ANY_TOOL, CaptureSpec, ContextMode
 from runtime.flow.summary import summarize
-from runtime.livekit_tools import record_tool_call
+from runtime.livekit_tools import handing_over, record_tool_call
 from runtime.record import DisconnectedBy
 from runtime.resolve import CallPlan
 from runtime.session import DialplanAgent
@@ -235,7 +235,7 @@ class FlowRunner:
         self.call.capture(values, by=f"steps.{step.name}.capture")
         following = self.conditions(step, started)
         noted = "recorded " + ", ".join(f"{k}={v!r}" for k, v in values.items())
-        return noted if following is None else (noted, following)
+        return noted if following is None else handing_over(following, noted)
 
     def after_tool(self, name: str, result: Any) -> StepAgent | None:
         """A bound tool returned (its captures already set): an `after` transition whose
