@@ -1,5 +1,5 @@
 """The ``dialplan`` command. Each subcommand imports only what it needs, so ``validate``,
-``render``, ``plugins`` and ``schema`` never import livekit or litellm."""
+``render``, ``graph``, ``plugins`` and ``schema`` never import livekit or litellm."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from runtime.cli_args import UsageError, parse_vars
 from runtime.errors import DialplanError
 
 if TYPE_CHECKING:
+    from runtime.catalog import CatalogSnapshot
     from runtime.registry import Registry
     from runtime.resolve import CallPlan
 
@@ -121,6 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = commands.add_parser("plugins", help="list registered providers and tools")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     plugins.set_defaults(handler=cmd_plugins)
+
+    graph = commands.add_parser(
+        "graph", help="print a bot's conversation flow as a Mermaid flowchart (or JSON)"
+    )
+    graph.add_argument("bot", help="bot id")
+    graph.add_argument(
+        "--json", action="store_true", help="the graph as JSON (what the browser widget draws)"
+    )
+    _catalog_arguments(graph)
+    graph.set_defaults(handler=cmd_graph)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of a bot file")
     schema.set_defaults(handler=cmd_schema)
@@ -353,6 +364,24 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_graph(args: argparse.Namespace) -> int:
+    from runtime.flow.graph import ending_tool_names, graph_json, mermaid
+
+    bot = _snapshot(args, _registry()).get(args.bot)
+    ending = ending_tool_names(bot.bot)
+    if bot.flow is None:
+        print(
+            f"note: bot {bot.id!r} has no [flow]: the whole call is one step (drawn as one "
+            "node); add [flow] and [steps.*] tables to script it",
+            file=sys.stderr,
+        )
+    if args.json:
+        print(json.dumps(graph_json(bot.flow, name=bot.id, ending=ending), indent=2))
+    else:
+        print(mermaid(bot.flow, name=bot.id, ending=ending), end="")
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from runtime.bot_schema import bot_json_schema
 
@@ -373,12 +402,11 @@ def _registry(*, show_failures: bool = True) -> Registry:
     return registry
 
 
-def _plan(args: argparse.Namespace) -> CallPlan:
-    from runtime.call import CallOverrides, CallRequest
+def _snapshot(args: argparse.Namespace, registry: Registry) -> CatalogSnapshot:
+    """The catalog of ``--bots``; a bot named on the command line whose file has problems
+    is reported with them (an unknown one is left to `CatalogSnapshot.get`)."""
     from runtime.catalog import load_catalog
-    from runtime.resolve import plan_call
 
-    registry = _registry()
     if not args.bots.is_dir():
         raise UsageError(f"--bots {args.bots}: not a directory")
     snapshot = load_catalog(args.bots, registry, prompts_dir=args.prompts)
@@ -388,6 +416,15 @@ def _plan(args: argparse.Namespace) -> CallPlan:
             raise DialplanError(
                 f"bot {args.bot!r} is invalid:\n" + "\n".join(f"  {p}" for p in mine)
             )
+    return snapshot
+
+
+def _plan(args: argparse.Namespace) -> CallPlan:
+    from runtime.call import CallOverrides, CallRequest
+    from runtime.resolve import plan_call
+
+    registry = _registry()
+    snapshot = _snapshot(args, registry)
     try:
         overrides = CallOverrides.model_validate_json(args.overrides or "{}")
     except ValueError as exc:

@@ -160,6 +160,7 @@ class _BotCheck:
         provider_options.update(self.check_post_call_llms())
         tools = self.check_tools()
         self.check_tool_references(provider_options, tools)
+        self.check_step_references(provider_options)
         flow = compile_flow(
             self, {tool.name: frozenset(n for n, _ in tool.captures) for tool in tools}
         )
@@ -248,19 +249,26 @@ class _BotCheck:
 
     def tool_captures(self, key: str, binding: ToolBinding) -> tuple[tuple[str, Any], ...]:
         """A tool's `capture`: Jinja expressions over its `result` (and the call's values)."""
-        known = set(self.bot.variables) | {"result", CAPTURED, STEP} | set(self.prompts.env.globals)
+        readable = set(self.bot.variables) | {"result", CAPTURED, STEP}
+        known = readable | set(self.prompts.env.globals)
         captures: list[tuple[str, Any]] = []
         for name, text in binding.capture.items():
             try:
                 expression, names = self.prompts.expression(text)
             except jinja2.TemplateSyntaxError as exc:
-                self.problem(f"{key}.capture.{name}", f"invalid expression {text!r}: {exc.message}")
+                self.problem(
+                    f"{key}.capture.{name}",
+                    f"invalid expression {text!r}: {exc.message}",
+                    "write a Jinja expression over the tool's answer `result`, "
+                    "e.g. result.reference",
+                )
                 continue
             for unknown in sorted(names - known):
                 self.problem(
                     f"{key}.capture.{name}",
                     f"unknown name `{unknown}` in {text!r}",
-                    "read the tool's answer as `result` (e.g. result.reference)",
+                    "read the tool's answer as `result`, e.g. result.reference; "
+                    + suggest(unknown, sorted(readable), what="names a capture can read"),
                 )
             captures.append((name, expression))
         return tuple(captures)
@@ -297,10 +305,13 @@ class _BotCheck:
             if not callable(referenced):
                 continue
             for key, (scope, goto) in referenced().items():
-                for name in [*scope, *([goto] if goto else [])]:
+                named = [(f"{key}.steps[{i}]", name) for i, name in enumerate(scope)]
+                if goto is not None:
+                    named.append((f"{key}.goto", goto))
+                for name_key, name in named:
                     if name not in steps:
                         self.problem(
-                            f"{kind}.{key}",
+                            f"{kind}.{name_key}",
                             f"names step {name!r}, which this bot does not have",
                             suggest(name, list(steps), what="steps")
                             if steps
@@ -310,16 +321,24 @@ class _BotCheck:
                     continue
                 sources = [s for s in (scope or list(steps)) if s in steps]
                 with_way = [
-                    s for s in sources if any(t.to == goto and t.when for t in steps[s].next)
+                    s
+                    for s in sources
+                    if any(t.to == goto and t.when is not None for t in steps[s].next)
                 ]
-                lacking = sorted(set(scope) - set(with_way)) if scope else []
+                # unknown steps in the scope are reported above
+                lacking = [s for s in sources if s not in with_way] if scope else []
                 if lacking or not with_way:
-                    where = ", ".join(lacking) if lacking else "any step"
+                    if not lacking:
+                        where = "no step has"
+                    elif len(lacking) == 1:
+                        where = f"step {lacking[0]!r} has"
+                    else:
+                        where = f"steps {', '.join(map(repr, lacking))} have"
                     self.problem(
                         f"{kind}.{key}.goto",
-                        f"goes to step {goto!r}, but {where} has no `when` transition to it",
-                        f"add [[steps.<step>.next]] with to = {goto!r} and `when`, or scope "
-                        "the rule with `steps`",
+                        f"goes to step {goto!r}, but {where} no `when` transition to it",
+                        f"add [[steps.<step>.next]] with to = {goto!r} and `when`"
+                        + (", or take those steps out of the rule's `steps`" if lacking else ""),
                     )
 
     def check_variables_used(

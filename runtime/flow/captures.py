@@ -8,14 +8,19 @@ holds tens of thousands of transitions, and building a model costs a millisecond
 
 from __future__ import annotations
 
+import re
+import weakref
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, nodes
 
 from runtime.flow.schema import CaptureSpec
+
+if TYPE_CHECKING:
+    from runtime.templates import PromptTemplate
 
 CAPTURED = "captured"  # the name templates read captured values under
 # names a template may call on `captured` without reading one value
@@ -121,8 +126,9 @@ def _type_name(spec: CaptureSpec) -> str:
 
 @dataclass(frozen=True)
 class CapturedReads:
-    """The captured values a template reads: ``unguarded`` fail when missing; ``guarded``
-    ones sit under `| default(...)` or an `is defined` test."""
+    """The captured values a template reads: ``unguarded`` ones fail when missing (read
+    at least once without a guard); ``guarded`` ones are only ever read under
+    `| default(...)`, an `is defined` test or `captured.get`."""
 
     unguarded: frozenset[str]
     guarded: frozenset[str]
@@ -137,14 +143,159 @@ NO_READS = CapturedReads(frozenset(), frozenset())
 
 def captured_reads(env: Environment, sources: Iterable[tuple[str, Path | None]]) -> CapturedReads:
     """The `captured.*` reads of a template and the files it includes (each given as its
-    source). Only templates that read `captured` at all are parsed."""
+    source). Only templates that read `captured` at all are looked at, each text once
+    per environment (see `_source_reads`)."""
     unguarded: set[str] = set()
     guarded: set[str] = set()
     for source, _file in sources:
         if CAPTURED not in source:
             continue
-        _walk(env.parse(source), unguarded, guarded)
-    return CapturedReads(frozenset(unguarded - guarded), frozenset(guarded))
+        found = _source_reads(env, source)
+        unguarded |= found.unguarded
+        guarded |= found.guarded
+    return CapturedReads(frozenset(unguarded), frozenset(guarded - unguarded))
+
+
+def template_reads(env: Environment, template: PromptTemplate) -> CapturedReads:
+    """`captured_reads` of a checked template and every file it includes; a template
+    object (a prompts/ file many bots name, or one inline text) is looked at once."""
+    if CAPTURED not in template.names:
+        return NO_READS
+    cache = _parsed(env).templates
+    found = cache.get(template)
+    if found is None:
+        sources = [(template.source, template.file)]
+        for path in template.dependencies:
+            if path != template.file:
+                sources.append((path.read_text(encoding="utf-8"), path))
+        found = cache[template] = captured_reads(env, sources)
+    return found
+
+
+@dataclass
+class _Parsed:
+    """What was found in texts already looked at with one environment."""
+
+    reads: dict[str, CapturedReads] = field(default_factory=dict)  # by template source
+    # by the texts of the source's tags (see `_tags`)
+    shapes: dict[tuple[str, ...], CapturedReads] = field(default_factory=dict)
+    templates: dict[PromptTemplate, CapturedReads] = field(default_factory=dict)
+    conditions: dict[str, frozenset[str]] = field(default_factory=dict)  # by expression
+
+
+_PARSED: weakref.WeakKeyDictionary[Environment, _Parsed] = weakref.WeakKeyDictionary()
+_last: tuple[weakref.ReferenceType[Environment], _Parsed] | None = None
+
+
+def _parsed(env: Environment) -> _Parsed:
+    global _last
+    if _last is not None and _last[0]() is env:  # one catalog build asks thousands of times
+        return _last[1]
+    found = _PARSED.get(env)
+    if found is None:
+        found = _PARSED[env] = _Parsed()
+    _last = (weakref.ref(env), found)
+    return found
+
+
+def _source_reads(env: Environment, source: str) -> CapturedReads:
+    """The reads of one text. A fleet's bots are clones that differ in literal text, and
+    the literal text between tags never changes what a template reads: besides the exact
+    text, reads are remembered by the template's tags (`_tags`), so a text whose tags
+    were all seen before costs one scan, not a parse."""
+    parsed = _parsed(env)
+    found = parsed.reads.get(source)
+    if found is not None:
+        return found
+    tags = _tags(env, source)
+    found = parsed.shapes.get(tags) if tags is not None else None
+    if found is None:
+        found = _reads_of(env.parse(source))
+        if tags is not None:
+            parsed.shapes[tags] = found
+    parsed.reads[source] = found
+    return found
+
+
+def _reads_of(tree: nodes.Node) -> CapturedReads:
+    unguarded: set[str] = set()
+    guarded: set[str] = set()
+    _walk(tree, unguarded, guarded)
+    return CapturedReads(frozenset(unguarded), frozenset(guarded - unguarded))
+
+
+# where a tag may start, and what matters inside one: string literals (Jinja's own
+# pattern), the closing delimiters, brackets, and a quote that opens no literal
+_TAG_START = re.compile(r"\{\{|\{%|\{#")
+_IN_TAG = re.compile(
+    r"""'([^'\\]*(?:\\.[^'\\]*)*)'|"([^"\\]*(?:\\.[^"\\]*)*)"|\}\}|%\}|['"(\[{)\]}]""",
+    re.S,
+)
+_COMMENT_END = re.compile(r"#\}")
+_RAW = re.compile(r"\{%[-+]?\s*raw\s*[-+]?%\}")
+_DELIMITERS = ("{%", "%}", "{{", "}}", "{#", "#}")
+
+
+def _tags(env: Environment, source: str) -> tuple[str, ...] | None:
+    """The texts of a template's `{{ }}` and `{% %}` tags, in order: all Jinja's parser
+    builds a template from but the literal text between them (which only becomes
+    TemplateData, never read here). Found as Jinja's lexer finds them: a tag ends at the
+    first closing delimiter outside string literals and brackets. None when unsure
+    (`{% raw %}`, delimiters or extensions of the environment's own, an unclosed tag):
+    the text is then only remembered as it is."""
+    delimiters = (
+        env.block_start_string,
+        env.block_end_string,
+        env.variable_start_string,
+        env.variable_end_string,
+        env.comment_start_string,
+        env.comment_end_string,
+    )
+    if (
+        env.extensions
+        or env.line_statement_prefix is not None
+        or env.line_comment_prefix is not None
+        or delimiters != _DELIMITERS
+        or _RAW.search(source)
+    ):
+        return None
+    tags: list[str] = []
+    position = 0
+    while True:
+        start = _TAG_START.search(source, position)
+        if start is None:
+            return tuple(tags)
+        kind = start.group()
+        if kind == "{#":  # a comment: no part of the template
+            end = _COMMENT_END.search(source, start.end())
+            if end is None:
+                return None
+            position = end.end()
+            continue
+        closing = "}}" if kind == "{{" else "%}"
+        depth = 0
+        scan = start.end()
+        while True:
+            found = _IN_TAG.search(source, scan)
+            if found is None:
+                return None
+            token = found.group()
+            if token == closing and depth == 0:
+                break
+            if token in ("}}", "%}"):  # not this tag's end: a `}` closing a bracket, or `%`
+                scan = found.start() + 1
+                continue
+            if token in ("'", '"'):
+                return None  # a quote that opens no string literal
+            if token in "([{":
+                depth += 1
+            elif token in ")]}":
+                depth -= 1
+                if depth < 0:
+                    return None
+            scan = found.end()
+        position = found.end()
+        tags.append(source[start.start() : position])
 
 
 def expression_reads(env: Environment, expression: str) -> CapturedReads:
@@ -152,21 +303,48 @@ def expression_reads(env: Environment, expression: str) -> CapturedReads:
 
 
 def _walk(tree: nodes.Node, unguarded: set[str], guarded: set[str]) -> None:
-    stack: list[tuple[nodes.Node, bool]] = [(tree, False)]
+    """Sort the reads of ``tree``: a read is guarded when it is the very value a
+    `default` filter or a `defined` test is given (`captured.x | default('')`), inside an
+    `{% if captured.x is defined %}` (or `x if captured.x is defined else y`), or a
+    `captured.get('x')`. A guard over anything else (`captured.x.y | default('')`,
+    `captured.x | upper | default('')`) does not keep the missing value from failing."""
+    # (node, whether it is the direct operand of a guard, names known defined there)
+    stack: list[tuple[nodes.Node, bool, frozenset[str]]] = [(tree, False, frozenset())]
     while stack:
-        node, safe = stack.pop()
+        node, safe, defined = stack.pop()
         name = _captured_name(node)
         if name is not None:
-            (guarded if safe else unguarded).add(name)
+            (guarded if safe or name in defined else unguarded).add(name)
             continue
-        child_safe = safe or (
-            (isinstance(node, nodes.Filter) and node.name in _GUARDS)
-            or (isinstance(node, nodes.Test) and node.name in _GUARD_TESTS)
+        got = _captured_get(node)
+        if got is not None:
+            guarded.add(got)
+        guard = (isinstance(node, nodes.Filter) and node.name in _GUARDS) or (
+            isinstance(node, nodes.Test) and node.name in _GUARD_TESTS
         )
-        for child in node.iter_child_nodes():
-            # a guard covers the value it filters or tests, not its own arguments
-            covers = child_safe and child is getattr(node, "node", None)
-            stack.append((child, safe or covers))
+        operand = getattr(node, "node", None) if guard else None
+        within: list[nodes.Node] | None = None  # the children run only when a test holds
+        if isinstance(node, nodes.If):
+            within, test = list(node.body), node.test
+        elif isinstance(node, nodes.CondExpr):
+            within, test = [node.expr1], node.test
+        if within is not None:
+            inner = defined | _defined_by(test)
+            stack.extend((child, False, inner) for child in within)
+            stack.extend(
+                (child, False, defined)
+                for child in node.iter_child_nodes()
+                if not any(child is w for w in within)
+            )
+            continue
+        stack.extend((child, child is operand, defined) for child in node.iter_child_nodes())
+
+
+def _defined_by(test: nodes.Node) -> frozenset[str]:
+    """Captured values a template's `if` test makes sure are there when it holds: besides
+    what a condition's `and` chain needs (`captured.x`, `captured.x | default(none)`,
+    `captured.x == 'a'`), `captured.x is defined` and `'x' in captured`."""
+    return _holding(test, templates=True)
 
 
 def _captured_name(node: nodes.Node) -> str | None:
@@ -182,23 +360,112 @@ def _captured_name(node: nodes.Node) -> str | None:
     return None if key in _MAPPING_METHODS else key
 
 
+def _captured_get(node: nodes.Node) -> str | None:
+    """`captured.get("x")`: a read that is None (or the given default) when missing."""
+    if not (
+        isinstance(node, nodes.Call)
+        and isinstance(node.node, nodes.Getattr)
+        and node.node.attr == "get"
+        and isinstance(node.node.node, nodes.Name)
+        and node.node.node.name == CAPTURED
+        and node.args
+        and isinstance(node.args[0], nodes.Const)
+        and isinstance(node.args[0].value, str)
+    ):
+        return None
+    return node.args[0].value
+
+
+# comparisons that cannot hold while their left side is None (not captured yet), when
+# their right side is a constant other than None
+_SURE_OPS = frozenset({"eq", "gt", "gteq", "lt", "lteq", "in"})
+
+
 def conjunction_reads(env: Environment, expression: str) -> frozenset[str]:
     """Captured values a condition needs to hold: those read in its top-level `and` chain
-    (`captured.name and captured.day`), so a step entered through it can count on them."""
+    (`captured.name and captured.day`, `captured.count > 2`, `captured.x is not none`), so
+    a step entered through it can count on them. A comparison that holds for a missing
+    value (`captured.x != 'a'`, `captured.x == none`) counts for nothing."""
+    cache = _parsed(env).conditions
+    found = cache.get(expression)
+    if found is None:
+        found = cache[expression] = _conjunction_reads(env, expression)
+    return found
+
+
+def _conjunction_reads(env: Environment, expression: str) -> frozenset[str]:
     tree = env.parse("{{ " + expression + " }}")
     output = tree.body[0]
     if not isinstance(output, nodes.Output) or len(output.nodes) != 1:
         return frozenset()
+    return _holding(output.nodes[0], templates=False)
+
+
+def _holding(test: nodes.Node, *, templates: bool) -> frozenset[str]:
+    """Captured values that are there whenever ``test`` holds: those its top-level `and`
+    chain reads as truthy (`captured.x`, `captured.get('x')`, `captured.x | default('')`),
+    compares to a constant that is not None, or tests `is not none`. ``templates``: a
+    template's `captured` lacks what is not captured yet (a condition's has it as None),
+    so `captured.x is defined` and `'x' in captured` count there too."""
     found: set[str] = set()
-    stack: list[nodes.Node] = [output.nodes[0]]
+    stack = [test]
     while stack:
         node = stack.pop()
         if isinstance(node, nodes.And):
             stack.extend((node.left, node.right))
             continue
         if isinstance(node, nodes.Compare):
+            if templates and _in_captured(node):
+                assert isinstance(node.expr, nodes.Const)
+                found.add(node.expr.value)
+                continue
+            if not _sure_comparison(node):
+                continue
             node = node.expr
+        elif isinstance(node, nodes.Not) and isinstance(node.node, nodes.Test):
+            if node.node.name != "none":
+                continue
+            node = node.node.node
+        elif isinstance(node, nodes.Test):
+            if not (templates and node.name == "defined"):
+                continue
+            node = node.node
+        elif isinstance(node, nodes.Filter) and node.name in _GUARDS and node.node is not None:
+            if node.args and not _falsy_constant(node.args[0]):
+                continue  # `captured.x | default('none given')` holds without x
+            node = node.node
         name = _captured_name(node)
+        if name is None:
+            name = _captured_get(node)
+            if name is not None:
+                assert isinstance(node, nodes.Call)
+                if len(node.args) > 1 and not _falsy_constant(node.args[1]):
+                    continue
         if name is not None:
             found.add(name)
     return frozenset(found)
+
+
+def _in_captured(node: nodes.Compare) -> bool:
+    """`'x' in captured`."""
+    return (
+        isinstance(node.expr, nodes.Const)
+        and isinstance(node.expr.value, str)
+        and len(node.ops) == 1
+        and node.ops[0].op == "in"
+        and isinstance(node.ops[0].expr, nodes.Name)
+        and node.ops[0].expr.name == CAPTURED
+    )
+
+
+def _falsy_constant(node: nodes.Node) -> bool:
+    return isinstance(node, nodes.Const) and not node.value
+
+
+def _sure_comparison(node: nodes.Compare) -> bool:
+    if len(node.ops) != 1 or node.ops[0].op not in _SURE_OPS:
+        return False
+    other = node.ops[0].expr
+    if isinstance(other, nodes.List | nodes.Tuple):
+        return all(isinstance(i, nodes.Const) and i.value is not None for i in other.items)
+    return isinstance(other, nodes.Const) and other.value is not None

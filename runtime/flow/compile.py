@@ -19,8 +19,8 @@ from runtime.flow.captures import (
     CAPTURED,
     NO_READS,
     CapturedReads,
-    captured_reads,
     conjunction_reads,
+    template_reads,
 )
 from runtime.flow.schema import ANY_TOOL, CaptureSpec, ContextMode, Step, TransitionKind
 from runtime.schema import Bot
@@ -74,11 +74,24 @@ class CompiledFlow:
     summary: PromptTemplate | None
     captures: Mapping[str, CaptureSpec]  # every capture declared, by name
     defaults: Mapping[str, Any]  # captured values a call starts with
+    # values only a tool's `capture` sets (declared by no step or transition)
+    tool_captures: frozenset[str] = frozenset()
 
     def conditions_context(self, captured: Mapping[str, Any]) -> dict[str, Any]:
-        """`captured` as conditions see it: a declared value not captured yet is None, so
-        `captured.name and captured.day` is simply false until both are known."""
-        return {**dict.fromkeys(self.captures), **captured}
+        """`captured` as conditions see it: a value the flow declares or a tool captures,
+        not captured yet, is None, so `captured.name and captured.day` is simply false
+        until both are known."""
+        return {**dict.fromkeys(self.captures), **dict.fromkeys(self.tool_captures), **captured}
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A way from one step to another, and the captured values taking it guarantees."""
+
+    source: str
+    to: str
+    key: str  # where it is written: "steps.triage.next[0]", "steps.emergency.then"
+    gives: frozenset[str]
 
 
 class FlowChecker(Protocol):
@@ -103,6 +116,11 @@ def compile_flow(
     if bot.flow is None:
         return None
     return _FlowCompiler(check, tool_captures).run()
+
+
+def _type_key(spec: CaptureSpec) -> Any:
+    """A capture's type, comparable: allowed values in any order are one type."""
+    return frozenset(spec.type) if isinstance(spec.type, list) else spec.type
 
 
 class _FlowCompiler:
@@ -148,12 +166,14 @@ class _FlowCompiler:
             summary = self.check.template("flow.summary", self.flow.summary, allowed)
         if self.failed:
             return None
-        reachable = self.check_reachable(compiled)
+        edges = self.edges(compiled)
+        reachable = self.check_reachable(compiled, edges)
         self.check_dead_ends(compiled, reachable)
-        self.check_reads(compiled, reads, reachable, captures, defaults)
+        self.check_reads(compiled, edges, reads, reachable, captures, defaults)
         if self.failed:
             return None
-        return CompiledFlow(self.flow.start, compiled, summary, captures, defaults)
+        tool_only = frozenset(self.tool_captures_all() - set(captures))
+        return CompiledFlow(self.flow.start, compiled, summary, captures, defaults, tool_only)
 
     def check_tools(self, key: str, tools: list[str]) -> None:
         for index, tool in enumerate(tools):
@@ -178,7 +198,7 @@ class _FlowCompiler:
                     first = found.get(name)
                     if first is None:
                         found[name] = (key, spec)
-                    elif first[1].type != spec.type:
+                    elif _type_key(first[1]) != _type_key(spec):
                         self.problem(
                             f"{key}.{name}",
                             f"captures {name!r} as {spec.type!r}, but {first[0]}.{name} "
@@ -243,7 +263,9 @@ class _FlowCompiler:
         steps = list(self.bot.steps)
         if transition.to not in self.bot.steps:
             self.problem(
-                f"{key}.to", f"no step named {transition.to!r}", suggest(transition.to, steps)
+                f"{key}.to",
+                f"no step named {transition.to!r}",
+                suggest(transition.to, steps, what="steps"),
             )
         kind = transition.kind
         tool: str | None = None
@@ -251,12 +273,23 @@ class _FlowCompiler:
         if kind == "llm":
             tool = transition.tool_name()
             description = transition.when or ""
-            clash = [t for t in step.next[:index] if t.when is not None and t.tool_name() == tool]
-            if clash or tool in tools or tool == REMEMBER_TOOL:
+            clash = [
+                i
+                for i, t in enumerate(step.next[:index])
+                if t.when is not None and t.tool_name() == tool
+            ]
+            user = None
+            if clash:
+                user = f"steps.{source}.next[{clash[0]}]"
+            elif tool in tools:
+                user = f"the bound tool {tool!r}"
+            elif tool == REMEMBER_TOOL and step.capture:
+                user = f"the {REMEMBER_TOOL!r} tool of steps.{source}.capture"
+            if user is not None:
                 self.problem(
                     f"{key}.name" if transition.name else f"{key}.to",
-                    f"the tool name {tool!r} is already used in step {source!r}",
-                    "give this transition a distinct `name`",
+                    f"the tool name {tool!r} is already used in step {source!r} by {user}",
+                    "give this transition a distinct `name`, the tool the LLM calls to take it",
                 )
         elif kind in ("after", "error"):
             tool = transition.after if kind == "after" else transition.on_error
@@ -332,42 +365,35 @@ class _FlowCompiler:
         return compiled
 
     def reads(self, template: PromptTemplate | None) -> CapturedReads:
-        if template is None or CAPTURED not in template.names:
-            return NO_READS
-        sources = [(template.source, template.file)]
-        for path in template.dependencies:
-            if path != template.file:
-                sources.append((path.read_text(encoding="utf-8"), path))
-        return captured_reads(self.env, sources)
+        return NO_READS if template is None else template_reads(self.env, template)
 
-    def edges(
-        self, steps: Mapping[str, CompiledStep]
-    ) -> list[tuple[CompiledStep, str, str, frozenset[str]]]:
-        """(from, to, key, captures guaranteed by taking it) for every way between steps."""
-        found: list[tuple[CompiledStep, str, str, frozenset[str]]] = []
+    def edges(self, steps: Mapping[str, CompiledStep]) -> list[Edge]:
+        """Every way between steps, with the captures taking it guarantees."""
+        found: list[Edge] = []
         for step in steps.values():
             if step.then is not None and step.then_is_step:
-                found.append((step, step.then, f"steps.{step.name}.then", frozenset()))
+                found.append(Edge(step.name, step.then, f"steps.{step.name}.then", frozenset()))
             for t in step.transitions:
+                gives: frozenset[str] = frozenset()
                 if t.kind == "llm":
                     gives = frozenset(n for n, s in t.captures.items() if s.required)
                 elif t.kind == "after":
                     gives = self.tool_captures.get(t.tool or "", frozenset())
-                elif t.kind == "condition" and t.condition_text is not None:
-                    gives = conjunction_reads(self.env, t.condition_text)
-                else:
-                    gives = frozenset()
-                found.append((step, t.to, t.key, gives))
+                if t.condition_text is not None and t.condition is not None:
+                    # taken only when it holds: what its `and` chain reads is there
+                    gives |= conjunction_reads(self.env, t.condition_text)
+                found.append(Edge(step.name, t.to, t.key, gives))
         return found
 
-    def check_reachable(self, steps: Mapping[str, CompiledStep]) -> set[str]:
-        edges = self.edges(steps)
+    def check_reachable(self, steps: Mapping[str, CompiledStep], edges: list[Edge]) -> set[str]:
+        following: dict[str, list[str]] = {}
+        for edge in edges:
+            following.setdefault(edge.source, []).append(edge.to)
         reachable = {self.flow.start}
         frontier = [self.flow.start]
         while frontier:
-            current = frontier.pop()
-            for source, target, _key, _gives in edges:
-                if source.name == current and target not in reachable:
+            for target in following.get(frontier.pop(), ()):
+                if target not in reachable:
                     reachable.add(target)
                     frontier.append(target)
         for name in steps:
@@ -380,15 +406,23 @@ class _FlowCompiler:
         return reachable
 
     def check_dead_ends(self, steps: Mapping[str, CompiledStep], reachable: set[str]) -> None:
-        for name in reachable:
+        for name in steps:
+            if name not in reachable:
+                continue
             step = steps[name]
-            if step.then is not None or step.transitions:
+            # an `on_error` way is taken only when a tool fails: no way out when none does
+            if step.then is not None or any(t.kind != "error" for t in step.transitions):
                 continue
             if any(tool in self.ending for tool in step.tools):
                 continue
+            cause = (
+                "its only transitions are taken when a tool fails"
+                if step.transitions
+                else "no transition"
+            )
             self.problem(
                 f"steps.{name}",
-                f"step {name!r} has no way out: no transition, and it can neither end nor "
+                f"step {name!r} has no way out: {cause}, and it can neither end nor "
                 "transfer the call",
                 "add a [[steps." + name + ".next]] transition, or offer end_call (in its "
                 "`tools` or in flow.global_tools)",
@@ -397,17 +431,20 @@ class _FlowCompiler:
     def check_reads(
         self,
         steps: Mapping[str, CompiledStep],
+        edges: list[Edge],
         reads: Mapping[str, Mapping[str, CapturedReads]],
         reachable: set[str],
         captures: Mapping[str, CaptureSpec],
         defaults: Mapping[str, Any],
     ) -> None:
-        set_anywhere = set(captures) | {n for names in self.tool_captures.values() for n in names}
-        guaranteed, witness = self.guaranteed(steps, reachable, frozenset(defaults))
-        for step_name, by_key in reads.items():
+        set_anywhere = set(captures) | self.tool_captures_all()
+        if not any(found.all for by_key in reads.values() for found in by_key.values()):
+            return
+        guaranteed, witness = self.guaranteed(edges, reachable, frozenset(defaults))
+        for step_name in steps:
             if step_name not in reachable:
                 continue
-            for key, found in by_key.items():
+            for key, found in reads[step_name].items():
                 for name in sorted(found.all - set_anywhere):
                     self.problem(
                         key,
@@ -420,37 +457,72 @@ class _FlowCompiler:
                         key,
                         f"reads captured.{name}, which is not captured on every path into "
                         f"step {step_name!r} ({witness(step_name, name)})",
-                        f"capture it on that transition (required), give it a `default`, "
+                        "capture it (required) on the way in, give it a `default`, "
                         f"or write `captured.{name} | default('')`",
                     )
 
     def guaranteed(
-        self, steps: Mapping[str, CompiledStep], reachable: set[str], defaults: frozenset[str]
+        self, edges: list[Edge], reachable: set[str], defaults: frozenset[str]
     ) -> tuple[dict[str, frozenset[str]], Callable[[str, str], str]]:
         """The captures present on every path into each step (a must-analysis: the
-        intersection over incoming ways), and a function naming a way that lacks one."""
-        edges = [e for e in self.edges(steps) if e[0].name in reachable]
-        everything = frozenset(self.tool_captures_all() | set(self.bot_captures()) | defaults)
+        intersection over incoming ways, solved with a worklist), and a function naming
+        a path that lacks one."""
+        start = self.flow.start
+        incoming: dict[str, list[Edge]] = {}
+        following: dict[str, list[str]] = {}
+        for edge in edges:
+            if edge.source in reachable:
+                incoming.setdefault(edge.to, []).append(edge)
+                following.setdefault(edge.source, []).append(edge.to)
+        everything = frozenset(self.tool_captures_all() | self.bot_captures() | defaults)
         facts = {name: everything for name in reachable}
-        facts[self.flow.start] = defaults
-        changed = True
-        while changed:
-            changed = False
-            for name in reachable:
-                if name == self.flow.start:
-                    continue
-                incoming = [facts[src.name] | gives for src, to, _k, gives in edges if to == name]
-                new = frozenset.intersection(*incoming) if incoming else defaults
-                if new != facts[name]:
-                    facts[name], changed = new, True
+        facts[start] = defaults  # a call starts with the defaults, whatever leads back here
+        pending = [name for name in reachable if name != start]
+        queued = set(pending)
+        while pending:
+            name = pending.pop()
+            queued.discard(name)
+            ways = incoming.get(name, ())
+            new = (
+                frozenset.intersection(*(facts[e.source] | e.gives for e in ways))
+                if ways
+                else defaults
+            )
+            if new != facts[name]:
+                facts[name] = new
+                for target in following.get(name, ()):
+                    if target != start and target not in queued:
+                        queued.add(target)
+                        pending.append(target)
 
         def witness(step: str, capture: str) -> str:
-            if step == self.flow.start:
+            """A path from the start on which no way captures ``capture``."""
+            if step == start:
                 return "a call starts there"
-            for src, to, key, gives in edges:
-                if to == step and capture not in facts[src.name] | gives:
-                    return f"e.g. from step {src.name!r} by {key}"
-            return "on some path"
+            came_by: dict[str, Edge] = {}
+            frontier = [start]
+            while frontier and step not in came_by:
+                following_frontier: list[str] = []
+                for name in frontier:
+                    for edge in edges:
+                        if (
+                            edge.source == name
+                            and capture not in edge.gives
+                            and edge.to != start
+                            and edge.to not in came_by
+                        ):
+                            came_by[edge.to] = edge
+                            following_frontier.append(edge.to)
+                frontier = following_frontier
+            if step not in came_by:
+                return "on some path"
+            path: list[Edge] = []
+            current = step
+            while current != start:
+                path.append(came_by[current])
+                current = came_by[current].source
+            hops = " -> ".join(f"{e.to} (by {e.key})" for e in reversed(path))
+            return f"e.g. {start} -> {hops}"
 
         return facts, witness
 

@@ -37,6 +37,7 @@ from runtime.identifiers import VARIABLE_NAME
 
 ContextMode = Literal["keep", "reset", "summary"]
 CaptureType = Literal["string", "number", "bool", "list"] | list[str]
+CAPTURE_TYPES = ("string", "number", "bool", "list")
 TransitionKind = Literal["llm", "after", "condition", "error"]
 ANY_TOOL = "*"  # `on_error = "*"`: any tool of the step failing
 
@@ -59,11 +60,30 @@ class CaptureSpec(_Strict):
         None, description="its value before it is captured (templates may then read it anywhere)"
     )
 
-    @field_validator("type")
+    @field_validator("type", mode="before")
     @classmethod
-    def _usable_choices(cls, value: CaptureType) -> CaptureType:
-        if isinstance(value, list) and (not value or len(set(value)) != len(value)):
-            raise ValueError("list the allowed values, each once")
+    def _known_type(cls, value: Any) -> Any:
+        # one message naming the choices, not one per member of the union
+        if isinstance(value, list):
+            if not value:
+                raise ValueError(
+                    "an empty list of allowed values allows nothing: list the values the "
+                    'LLM may give (e.g. ["morning", "afternoon"]), or use type = "string"'
+                )
+            if not all(isinstance(item, str) for item in value):
+                raise ValueError("allowed values are strings: quote each one")
+            twice = sorted({item for item in value if value.count(item) > 1})
+            if twice:
+                raise ValueError(
+                    f"{', '.join(map(repr, twice))} is listed twice: list each allowed value once"
+                )
+            return value
+        if value not in CAPTURE_TYPES:
+            raise ValueError(
+                f"{value!r} is not a capture type: use "
+                + ", ".join(f'"{t}"' for t in CAPTURE_TYPES)
+                + ' or a list of allowed values (e.g. ["morning", "afternoon"])'
+            )
         return value
 
 

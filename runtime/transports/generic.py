@@ -12,6 +12,11 @@ client → server
     {"type": "stop"}                      the caller hangs up
 server → client
     {"type": "started", "session_id": ..., "bot": ..., "bot_version": ..., "sample_rate": ...}
+    {"type": "flow", "graph": {...}, "step": ..., "captured": {...}}
+                                          a bot with a flow, after `started`: its graph
+                                          (`runtime.flow.graph.graph_json`), the step the
+                                          call is in, the values captured; `step_entered`
+                                          and `captured` events follow as `event`s
     binary frames: the bot's audio, same format and rate
     {"type": "mark", "name": "seg-1"}    the bot's segment ends here
     {"type": "clear"}                     the caller barged in: drop buffered bot audio

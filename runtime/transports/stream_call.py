@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from runtime.call import CallContext
+from runtime.flow.graph import ending_tool_names, graph_json
 from runtime.lifecycle import apology_possible
 from runtime.record import CallEvent, CallRecord, DisconnectedBy, TranscriptEntry
 from runtime.resolve import CallPlan
@@ -79,6 +80,18 @@ async def _send(ws: web.WebSocketResponse, message: Outbound) -> None:
         await ws.send_bytes(message)
     else:
         await ws.send_str(message)
+
+
+def flow_notice(plan: CallPlan, call: CallContext) -> dict[str, Any]:
+    """What a client drawing the flow needs at the start: the graph of this bot version
+    (worked out once per version), the step the call is in and what is captured so far.
+    `step_entered` and `captured` events on the timeline follow it live."""
+    bot = plan.bot
+    graph = bot.derived(
+        "flow_graph",
+        lambda b: graph_json(b.flow, name=b.id, ending=ending_tool_names(b.bot)),
+    )
+    return {"graph": graph, "step": call.step, "captured": dict(call.captured)}
 
 
 class StreamCall(MediaSink):
@@ -157,6 +170,8 @@ class StreamCall(MediaSink):
                 "sample_rate": rate,
             },
         )
+        if self.plan.bot.flow is not None:
+            self.notify("flow", flow_notice(self.plan, call))
         call.add_event(
             "stream_started",
             transport=self.wire.transport,

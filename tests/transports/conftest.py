@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from runtime.call_results import CallResults
 from runtime.catalog import load_catalog
 from runtime.registry import load_registry
 from runtime.transports.server import CallServer, ServerConfig
+from tests.conftest import REPO
 from tests.voice_fakes import FakeVoicePlugin
 
 FAKE_BOT = """
@@ -46,6 +49,39 @@ def fake_bot(bot_dir: Callable[..., Path]) -> Callable[..., Path]:
     def write(lines: list[str], name: str = "line") -> Path:
         quoted = "[" + ", ".join(f'"{line}"' for line in lines) + "]"
         return bot_dir(name, FAKE_BOT.replace("{lines}", quoted))
+
+    return write
+
+
+# the fake voice for a shipped bot that names none (its own tables are left as they are)
+FAKE_VOICE = """
+[stt]
+provider = "scripted"
+lines = {lines}
+[tts]
+provider = "tone"
+[vad]
+provider = "energy"
+[turn]
+min_endpointing_delay = "0.2s"
+"""
+
+
+@pytest.fixture
+def dentist_bot(tmp_path: Path) -> Callable[[list[str]], Path]:
+    """The shipped dentist bot (a flow: triage -> booking -> ...) with its prompts, the
+    fake voice hearing ``lines``, and its calendar under tmp_path; returns the bots dir."""
+
+    def write(lines: list[str]) -> Path:
+        bots = tmp_path / "bots"
+        bots.mkdir(exist_ok=True)
+        shutil.copytree(REPO / "prompts", tmp_path / "prompts", dirs_exist_ok=True)
+        toml = (REPO / "bots" / "dentist.toml").read_text(encoding="utf-8")
+        calendar = json.dumps(str(tmp_path / "dentist-calendar.sqlite"))
+        toml = toml.replace('"var/dentist-calendar.sqlite"', calendar)
+        toml += FAKE_VOICE.replace("{lines}", json.dumps(lines))
+        (bots / "dentist.toml").write_text(toml, encoding="utf-8")
+        return bots
 
     return write
 

@@ -82,6 +82,32 @@ async def test_the_generic_protocol_streams_transcript_and_events(fake_bot, serv
     assert server.records[-1].transport == "websocket"
 
 
+async def test_a_flow_bot_sends_its_graph_and_its_steps(dentist_bot, serve) -> None:
+    server = await serve(dentist_bot(["I'd like to book a cleaning", "bye"]))
+    notices = await generic_call(server, {"bot": "dentist", "marks": True})
+    assert [n["type"] for n in notices[:2]] == ["started", "flow"]
+    flow = notices[1]
+    assert flow["step"] == "triage" and flow["captured"] == {}
+    graph = flow["graph"]
+    assert graph["start"] == "triage"
+    assert {"triage", "booking", "tool:end_call"} <= {node["id"] for node in graph["nodes"]}
+    booking = next(e for e in graph["edges"] if e["from"] == "triage" and e["to"] == "booking")
+    events = [n["event"] for n in notices if n["type"] == "event"]
+    entered = next(e["data"] for e in events if e["type"] == "step_entered")
+    assert (entered["from"], entered["step"]) == ("triage", "booking")
+    assert entered["transition"] == booking["key"]  # the widget highlights that edge
+    captured = next(e["data"] for e in events if e["type"] == "captured")
+    assert captured["values"] == {"service": "cleaning"}
+    await wait_for_records(server)
+    assert server.records[-1].steps == ["triage", "booking"]
+
+
+async def test_a_bot_without_a_flow_sends_no_graph(fake_bot, serve) -> None:
+    server = await serve(fake_bot(["bye"]))
+    notices = await generic_call(server, {"bot": "line"}, utterances=1)
+    assert "flow" not in {n["type"] for n in notices}
+
+
 async def test_an_exotel_call_speaks_pcm_in_exotel_sized_chunks(fake_bot, serve) -> None:
     server = await serve(fake_bot(["what are your hours", "bye"]))
     chunks: list[int] = []

@@ -4,7 +4,8 @@ Chromium's fake microphone plays a WAV file in a loop (a tone burst, then silenc
 every loop is one utterance for the energy VAD; the scripted STT hears the next line for
 each. The page captures it through its AudioWorklet, speaks the generic protocol on
 ``/ws``, plays the bot's audio and echoes its marks: everything a person's browser does.
-Set ``WIDGET_SCREENSHOT=/some/file.png`` to keep a screenshot of the page mid-call.
+Set ``WIDGET_SCREENSHOT=/some/file.png`` to keep a screenshot of the page mid-call (and
+``WIDGET_FLOW_SCREENSHOT`` for the flow bot's call, its graph beside the transcript).
 """
 
 from __future__ import annotations
@@ -179,6 +180,7 @@ async def test_a_call_from_the_browser(
     assert next(text for role, text in said if role == "customer") == QUESTION
     assert said.index(("customer", QUESTION)) < said.index(("bot", ANSWER))
     assert await page.locator("#timeline li[data-type='turn']").count() >= 1
+    assert await page.is_hidden("#flow-panel")  # no flow, no graph
     status = await page.text_content("#status")
     session_id = await page.get_attribute("#status", "data-session")
     assert session_id and session_id in status and version in status
@@ -255,4 +257,88 @@ async def test_a_required_variable_left_empty(
     record = server.records[-1]
     assert record.disconnected_by == "error"
     assert record.variables == {"clinic": "Test Clinic"}
+    await close(page)
+
+
+READ_GRAPH = """root => ({
+  current: root.dataset.current,
+  path: root.dataset.path,
+  steps: [...root.querySelectorAll('.flow-node.step')].map(n => n.dataset.step),
+  tools: [...root.querySelectorAll('.flow-node.tool')].map(n => n.dataset.node),
+  start: [...root.querySelectorAll('.flow-node.start')].map(n => n.dataset.node),
+  highlighted: [...root.querySelectorAll('.flow-node.current')].map(n => n.dataset.node),
+  visited: [...root.querySelectorAll('.flow-node.visited')].map(n => n.dataset.node),
+  taken: [...root.querySelectorAll('.flow-edge.taken')].map(e => e.dataset.key),
+  edges: root.querySelectorAll('.flow-edge path').length,
+})"""
+
+
+async def test_a_flow_bot_shows_its_graph_and_the_step_it_is_in(
+    dentist_bot: Callable[[list[str]], Path], serve: Callable[..., Any], browser: BrowserContext
+) -> None:
+    """The dentist bot (offline `rules` LLM): "I'd like to book a cleaning" moves the call
+    from `triage` to `booking`, capturing the service; the page draws the flow as SVG
+    beside the transcript and moves the highlight as the `step_entered` event arrives."""
+    server: CallServer = await serve(dentist_bot(["I'd like to book a cleaning", *LINES[1:]]))
+    page = await open_widget(browser, server, "dentist")
+    assert await page.is_hidden("#flow-panel")
+
+    await page.click("#call")
+    await wait_for(
+        page,
+        "document.querySelector('#flow-graph').dataset.current === 'triage'",
+        "the graph, in step triage",
+    )
+    assert await page.is_visible("#flow-panel")
+    graph = await page.eval_on_selector("#flow-graph", READ_GRAPH)
+    assert graph["steps"] == [
+        "triage",
+        "booking",
+        "confirmation",
+        "wrap_up",
+        "emergency",
+        "take_message",
+        "message_taken",
+    ]
+    assert graph["tools"] == ["tool:end_call", "tool:transfer_call"]
+    assert graph["start"] == ["triage"] and graph["highlighted"] == ["triage"]
+    assert graph["edges"] == 11 and graph["taken"] == []
+    assert await page.text_content("#flow-current") == "Current step: triage"
+    assert await page.get_attribute("#flow-graph svg", "role") == "img"
+
+    await wait_for(
+        page,
+        "document.querySelector('#flow-graph').dataset.current === 'booking'",
+        "the step change to booking",
+    )
+    graph = await page.eval_on_selector("#flow-graph", READ_GRAPH)
+    assert graph["highlighted"] == ["booking"] and graph["visited"] == ["triage"]
+    assert graph["path"] == "triage booking"
+    assert graph["taken"] == ["steps.triage.next[1]"]
+    assert await page.text_content("#flow-current") == "Current step: booking"
+    last = await page.text_content("#flow-last")
+    assert last and last.startswith("triage → booking: chosen: the caller wants to book")
+    await wait_for(
+        page,
+        "document.querySelector('#captured [data-name=service] dd')?.textContent === 'cleaning'",
+        "the captured service",
+    )
+    said = [(line["role"], line["text"]) for line in await transcript(page)]
+    assert ("customer", "I'd like to book a cleaning") in said
+    assert await page.locator("#timeline li[data-type='step_entered']").count() == 1
+    # the graph sits beside the transcript, not below it
+    panel = await page.locator("#flow-panel").bounding_box()
+    words = await page.locator("#transcript").bounding_box()
+    assert panel and words and panel["x"] > words["x"] and panel["y"] < words["y"] + words["height"]
+    if shot := os.environ.get("WIDGET_FLOW_SCREENSHOT"):
+        await page.screenshot(path=shot, full_page=True)
+
+    await page.click("#hangup")
+    await wait_for(
+        page, "document.querySelector('#status').dataset.state === 'ended'", "the call ended"
+    )
+    await wait_for_record(server)
+    record = server.records[-1]
+    assert record.steps == ["triage", "booking"]
+    assert record.captured == {"service": "cleaning"}
     await close(page)

@@ -3,7 +3,9 @@
 // Speaks the generic WebSocket protocol of /ws (runtime/transports/generic.py): a JSON
 // `start`, then 20 ms binary frames of 16-bit little-endian mono PCM both ways; the
 // server's `mark`s are echoed once their audio has played here, `clear` drops whatever
-// bot audio is still scheduled. No build step and nothing fetched from elsewhere.
+// bot audio is still scheduled. A bot with a flow also sends its graph (`flow`), drawn
+// here as SVG with the current step highlighted as `step_entered` events arrive. No build
+// step and nothing fetched from elsewhere.
 "use strict";
 
 (() => {
@@ -25,6 +27,12 @@
     errors: document.getElementById("errors"),
     transcript: document.getElementById("transcript"),
     timeline: document.getElementById("timeline"),
+    main: document.querySelector("main"),
+    flowPanel: document.getElementById("flow-panel"),
+    flowGraph: document.getElementById("flow-graph"),
+    flowCurrent: document.getElementById("flow-current"),
+    flowLast: document.getElementById("flow-last"),
+    captured: document.getElementById("captured"),
   };
 
   let bots = [];
@@ -246,6 +254,10 @@
         return `${d.transport}, ${d.sample_rate} Hz`;
       case "call_started":
         return `version ${d.bot_version}`;
+      case "step_entered":
+        return d.from ? `${d.from} → ${d.step} (${d.reason})` : `${d.step} (${d.reason})`;
+      case "captured":
+        return `${compact(d.values || {})} · by ${d.by}`;
       default:
         return compact(d);
     }
@@ -268,6 +280,300 @@
     li.append(at, type, detail);
     el.timeline.append(li);
     scrollToEnd(el.timeline);
+  }
+
+  // -- the flow graph ----------------------------------------------------------------
+  //
+  // The `flow` message carries the graph (runtime/flow/graph.py `graph_json`): nodes
+  // (steps by name, terminal tools as `tool:<name>`) and edges keyed like the
+  // `transition` of a `step_entered` event. Layout: rows by BFS distance from the start
+  // step, each row ordered by where its parents sit; edges that go down are curves,
+  // edges back up or within a row loop around the side.
+
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  const NODE_W = 148;
+  const NODE_H = 44;
+  const GAP_X = 20;
+  const GAP_Y = 50;
+  const PAD = 24; // room for edges looping round the side
+
+  const flow = {
+    graph: null,
+    current: null, // the step the call is in
+    path: [], // the steps entered, in order
+    taken: null, // the key of the transition taken last
+    captured: {},
+    fresh: new Set(), // captured names that changed last
+  };
+
+  function resetFlow() {
+    flow.graph = null;
+    flow.current = null;
+    flow.path = [];
+    flow.taken = null;
+    flow.captured = {};
+    flow.fresh = new Set();
+    el.flowPanel.hidden = true;
+    el.main.classList.remove("has-flow");
+    el.flowGraph.replaceChildren();
+    el.captured.replaceChildren();
+    el.flowCurrent.textContent = "";
+    el.flowLast.textContent = "";
+    delete el.flowGraph.dataset.current;
+    delete el.flowGraph.dataset.path;
+  }
+
+  function showFlow(message) {
+    const graph = message.graph;
+    if (!graph || !Array.isArray(graph.nodes) || graph.nodes.length === 0) return;
+    flow.graph = graph;
+    el.flowPanel.hidden = false;
+    el.main.classList.add("has-flow");
+    drawGraph(graph);
+    if (message.step && flow.path.length === 0) enterStep(message.step, null);
+    // values captured at the start (defaults); anything a live event set already is newer
+    const initial = Object.entries(message.captured || {}).filter(([name]) => !(name in flow.captured));
+    setCaptured(Object.fromEntries(initial), false);
+    highlight();
+  }
+
+  function flowEvent(event) {
+    const d = event.data || {};
+    if (event.type === "step_entered" && d.step) {
+      enterStep(d.step, d);
+      highlight();
+    } else if (event.type === "captured" && d.values) {
+      setCaptured(d.values, true);
+    }
+  }
+
+  function enterStep(step, data) {
+    flow.current = step;
+    if (flow.path[flow.path.length - 1] !== step) flow.path.push(step);
+    flow.taken = data && data.transition ? data.transition : null;
+    if (data && data.from) {
+      const latency = typeof data.latency_ms === "number" ? ` in ${data.latency_ms.toFixed(1)} ms` : "";
+      el.flowLast.textContent = `${data.from} → ${step}: ${data.reason}${latency}`;
+    }
+  }
+
+  function svg(tag, attributes = {}, text) {
+    const node = document.createElementNS(SVG_NS, tag);
+    for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, String(value));
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function clip(text, chars) {
+    return text.length > chars ? `${text.slice(0, chars - 1)}…` : text;
+  }
+
+  function layout(graph) {
+    const ids = graph.nodes.map((n) => n.id);
+    const next = new Map(ids.map((id) => [id, []]));
+    const parents = new Map(ids.map((id) => [id, []]));
+    for (const edge of graph.edges) {
+      if (!next.has(edge.from) || !next.has(edge.to) || edge.from === edge.to) continue;
+      next.get(edge.from).push(edge.to);
+      parents.get(edge.to).push(edge.from);
+    }
+    const level = new Map();
+    const order = [];
+    const queue = [];
+    if (next.has(graph.start)) {
+      level.set(graph.start, 0);
+      queue.push(graph.start);
+    }
+    while (queue.length) {
+      const id = queue.shift();
+      order.push(id);
+      for (const to of next.get(id)) {
+        if (!level.has(to)) {
+          level.set(to, level.get(id) + 1);
+          queue.push(to);
+        }
+      }
+    }
+    let deepest = Math.max(-1, ...level.values());
+    for (const id of ids) {
+      if (!level.has(id)) {
+        level.set(id, ++deepest); // unreachable (the compiler refuses those): below the rest
+        order.push(id);
+      }
+    }
+    const rows = [];
+    for (const id of order) (rows[level.get(id)] ||= []).push(id);
+    const column = new Map();
+    rows.forEach((row, r) => {
+      if (r > 0) {
+        // order a row by the mean column of its parents in the rows above: fewer crossings
+        const weight = (id) => {
+          const above = parents.get(id).filter((p) => level.get(p) < r && column.has(p));
+          return above.length ? above.reduce((sum, p) => sum + column.get(p), 0) / above.length : 1e9;
+        };
+        const weights = new Map(row.map((id) => [id, weight(id)]));
+        row.sort((a, b) => weights.get(a) - weights.get(b));
+      }
+      const offset = -(row.length - 1) / 2;
+      row.forEach((id, i) => column.set(id, offset + i));
+    });
+    const widest = Math.max(...rows.map((row) => row.length));
+    const width = widest * NODE_W + (widest - 1) * GAP_X + 2 * PAD;
+    const height = rows.length * NODE_H + (rows.length - 1) * GAP_Y + 2 * PAD;
+    const place = new Map();
+    for (const id of ids) {
+      const x = width / 2 + column.get(id) * (NODE_W + GAP_X) - NODE_W / 2;
+      const y = PAD + level.get(id) * (NODE_H + GAP_Y);
+      place.set(id, { x, y, level: level.get(id) });
+    }
+    return { place, width, height };
+  }
+
+  function edgePath(a, b, lane, width) {
+    const ax = a.x + NODE_W / 2;
+    const bx = b.x + NODE_W / 2;
+    if (a === b) {
+      // a step back into itself: a small loop on its right
+      const x = a.x + NODE_W;
+      const y = a.y + NODE_H / 2;
+      return `M ${x} ${y - 8} C ${x + 28} ${y - 22}, ${x + 28} ${y + 22}, ${x} ${y + 8}`;
+    }
+    if (b.level > a.level) {
+      const shift = lane * 10;
+      const y1 = a.y + NODE_H;
+      const y2 = b.y;
+      const bend = (y2 - y1) / 2;
+      return `M ${ax + shift} ${y1} C ${ax + shift} ${y1 + bend}, ${bx + shift} ${y2 - bend}, ${bx + shift} ${y2}`;
+    }
+    if (b.level === a.level) {
+      // within a row: an arc over the nodes between
+      const right = bx > ax;
+      const x1 = right ? a.x + NODE_W : a.x;
+      const x2 = right ? b.x : b.x + NODE_W;
+      const y = a.y + NODE_H / 2 + lane * 6;
+      const lift = Math.abs(bx - ax) > NODE_W + GAP_X ? NODE_H : 0;
+      return `M ${x1} ${y} C ${x1} ${y - lift}, ${x2} ${y - lift}, ${x2} ${y}`;
+    }
+    // back up: round the outer side of the graph
+    const rightSide = ax + bx >= width;
+    const x1 = rightSide ? a.x + NODE_W : a.x;
+    const x2 = rightSide ? b.x + NODE_W : b.x;
+    const out = (rightSide ? 1 : -1) * (PAD - 4 + lane * 6);
+    const edge = rightSide ? Math.max(x1, x2) : Math.min(x1, x2);
+    const y1 = a.y + NODE_H / 2;
+    const y2 = b.y + NODE_H / 2;
+    return `M ${x1} ${y1} C ${edge + out} ${y1}, ${edge + out} ${y2}, ${x2} ${y2}`;
+  }
+
+  function drawGraph(graph) {
+    const { place, width, height } = layout(graph);
+    const root = svg("svg", {
+      viewBox: `0 0 ${width} ${height}`,
+      role: "img",
+      "aria-label": `Flow of ${graph.nodes.filter((n) => n.kind === "step").length} steps, starting at ${graph.start}`,
+    });
+    root.style.maxWidth = `${width}px`;
+    const defs = svg("defs");
+    for (const [id, cls] of [["flow-arrow", "arrow"], ["flow-arrow-taken", "arrow taken"]]) {
+      const marker = svg("marker", {
+        id,
+        viewBox: "0 0 10 10",
+        refX: 9,
+        refY: 5,
+        markerUnits: "userSpaceOnUse", // one size, however thick the edge
+        markerWidth: 9,
+        markerHeight: 9,
+        orient: "auto-start-reverse",
+      });
+      marker.append(svg("path", { d: "M 0 0 L 10 5 L 0 10 z", class: cls }));
+      defs.append(marker);
+    }
+    root.append(defs);
+    const edges = svg("g", { class: "flow-edges" });
+    const lanes = new Map(); // how many edges already join this pair of nodes
+    for (const edge of graph.edges) {
+      const a = place.get(edge.from);
+      const b = place.get(edge.to);
+      if (!a || !b) continue;
+      const pair = `${edge.from}\u0000${edge.to}`;
+      const lane = lanes.get(pair) || 0;
+      lanes.set(pair, lane + 1);
+      const group = svg("g", { class: "flow-edge" });
+      group.dataset.key = edge.key;
+      group.dataset.kind = edge.kind;
+      group.dataset.from = edge.from;
+      group.dataset.to = edge.to;
+      const target = graph.nodes.find((n) => n.id === edge.to);
+      const text = edge.text || edge.label || edge.kind;
+      group.append(svg("title", {}, `${edge.from} → ${target ? target.label : edge.to}: ${text}`));
+      group.append(svg("path", { d: edgePath(a, b, lane, width), "marker-end": "url(#flow-arrow)" }));
+      edges.append(group);
+    }
+    root.append(edges);
+    const nodes = svg("g", { class: "flow-nodes" });
+    for (const node of graph.nodes) {
+      const at = place.get(node.id);
+      const group = svg("g", { class: `flow-node ${node.kind}`, transform: `translate(${at.x} ${at.y})` });
+      group.dataset.node = node.id;
+      if (node.kind === "step") group.dataset.step = node.id;
+      if (node.start) group.classList.add("start");
+      const hints = Array.isArray(node.hints) ? node.hints : [];
+      const title = [node.start ? `${node.label} (start)` : node.label, ...hints].join("\n");
+      group.append(svg("title", {}, title));
+      const round = node.kind === "tool" ? NODE_H / 2 : node.speaks_only ? 14 : 5;
+      group.append(svg("rect", { width: NODE_W, height: NODE_H, rx: round, ry: round }));
+      const name = node.start ? `▶ ${node.label}` : node.label;
+      if (hints.length && node.kind === "step") {
+        group.append(svg("text", { class: "name", x: NODE_W / 2, y: 18 }, clip(name, 21)));
+        group.append(svg("text", { class: "hint", x: NODE_W / 2, y: 34 }, clip(hints[0], 25)));
+      } else {
+        group.append(svg("text", { class: "name", x: NODE_W / 2, y: NODE_H / 2 + 4 }, clip(name, 21)));
+      }
+      nodes.append(group);
+    }
+    root.append(nodes);
+    el.flowGraph.replaceChildren(root);
+  }
+
+  function highlight() {
+    const visited = new Set(flow.path);
+    for (const node of el.flowGraph.querySelectorAll(".flow-node")) {
+      const id = node.dataset.node;
+      const current = id === flow.current;
+      node.classList.toggle("current", current);
+      node.classList.toggle("visited", visited.has(id) && !current);
+      if (current) node.setAttribute("aria-current", "step");
+      else node.removeAttribute("aria-current");
+      node.dataset.current = String(current);
+    }
+    for (const edge of el.flowGraph.querySelectorAll(".flow-edge")) {
+      const taken = edge.dataset.key === flow.taken;
+      edge.classList.toggle("taken", taken);
+      edge.querySelector("path").setAttribute("marker-end", `url(#${taken ? "flow-arrow-taken" : "flow-arrow"})`);
+    }
+    if (flow.current) {
+      el.flowGraph.dataset.current = flow.current;
+      el.flowGraph.dataset.path = flow.path.join(" ");
+      el.flowCurrent.textContent = `Current step: ${flow.current}`;
+    }
+  }
+
+  function setCaptured(values, fresh) {
+    if (fresh) flow.fresh = new Set(Object.keys(values));
+    Object.assign(flow.captured, values);
+    const rows = [];
+    for (const [name, value] of Object.entries(flow.captured)) {
+      const row = document.createElement("div");
+      row.dataset.name = name;
+      if (flow.fresh.has(name)) row.className = "fresh";
+      const dt = document.createElement("dt");
+      dt.textContent = name;
+      const dd = document.createElement("dd");
+      dd.textContent = typeof value === "string" ? value : JSON.stringify(value);
+      row.append(dt, dd);
+      rows.push(row);
+    }
+    el.captured.replaceChildren(...rows);
   }
 
   // -- one call ----------------------------------------------------------------------
@@ -387,8 +693,14 @@
         case "transcript":
           addTranscript(message);
           break;
+        case "flow":
+          showFlow(message);
+          break;
         case "event":
-          if (message.event) addEvent(message.event);
+          if (message.event) {
+            addEvent(message.event);
+            flowEvent(message.event);
+          }
           break;
         case "mark":
           this.echoMarkWhenPlayed(message.name);
@@ -535,6 +847,7 @@
     el.errors.replaceChildren();
     el.transcript.replaceChildren();
     el.timeline.replaceChildren();
+    resetFlow();
     delete el.status.dataset.session;
     const call = (current = new Call(bot.id, collectVariables()));
     updateControls();
