@@ -21,7 +21,7 @@ from runtime.hookspecs import hookimpl
 from runtime.record import CallEvent, CallRecord, DisconnectedBy, TranscriptEntry
 from runtime.registry import NoOptions, RegisterProvider, RegisterTool
 from runtime.secrets import SecretRef
-from runtime.snippets import check_snippet, render_snippet, snippet_names
+from runtime.snippets import check_snippet, render_snippet, snippet_attributes, snippet_names
 from runtime.tools import ToolDefinition, ToolFailure, typed_tool
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "check_snippet",
     "hookimpl",
     "render_snippet",
+    "snippet_attributes",
     "snippet_names",
     "typed_tool",
 ]

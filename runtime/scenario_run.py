@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from runtime.session import CallSession
 
 TURN_TIMEOUT = 30.0  # seconds; a bot that never answers fails its turn instead of hanging
+# timeline events that say why the bot said nothing (or not what it should)
+FAILURE_EVENTS = frozenset({"turn_failed", "provider_failed", "flow_error"})
 
 
 @dataclass(frozen=True)
@@ -122,10 +124,20 @@ async def run_scenario(
     runner = _Runner(call_session, result, judge)
     try:
         await runner.run(scenario)
-    finally:
-        result.record = await call_session.close(
-            DisconnectedBy.CUSTOMER, cause="the scenario's caller hung up"
+    except Exception as exc:  # a bug or a crash is this scenario's failure, not the suite's
+        where = f"turn {result.turns_run + 1}" if result.turns_run else "greeting"
+        result.mismatches.append(
+            Mismatch(where, None, "the call to go on", f"{type(exc).__name__}: {exc}")
         )
+    finally:
+        try:
+            result.record = await call_session.close(
+                DisconnectedBy.CUSTOMER, cause="the scenario's caller hung up"
+            )
+        except Exception as exc:
+            result.mismatches.append(
+                Mismatch("hang-up", None, "a call record", f"{type(exc).__name__}: {exc}")
+            )
         result.seconds = round(time.perf_counter() - started, 3)
     return result
 
@@ -142,14 +154,27 @@ class _Runner:
         self.result = result
         self.judge = judge
         self.heard = 0  # bot transcript entries already checked
+        self.seen_events = 0  # timeline events already looked at for failures
+        self.failure = ""  # why the turn being checked failed, if it did
 
     def mismatch(self, where: str, said: str | None, expected: str, got: str) -> None:
-        self.result.mismatches.append(Mismatch(where, said, expected, got))
+        self.result.mismatches.append(Mismatch(where, said, expected, got + self.failure))
 
     def bot_lines(self) -> str:
-        """What the bot said since the last check (replies, goodbyes)."""
+        """What the bot said since the last check (replies, goodbyes). Why a turn failed,
+        when one did (a provider error, a template failing on this call), is kept aside
+        for the report of any mismatch of this turn, never matched against."""
         lines = [e.text for e in self.call.transcript[self.heard :] if e.role == "bot"]
         self.heard = len(self.call.transcript)
+        failures = [
+            str(event.data.get("error"))
+            for event in self.call.events[self.seen_events :]
+            if event.type in FAILURE_EVENTS
+        ]
+        self.seen_events = len(self.call.events)
+        self.failure = (
+            " [the turn failed: " + "; ".join(dict.fromkeys(failures)) + "]" if failures else ""
+        )
         return " / ".join(line for line in lines if line) or "(nothing)"
 
     async def run(self, scenario: Scenario) -> None:

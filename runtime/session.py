@@ -143,7 +143,13 @@ class CallSession:
 
     async def say_text(self, text: str) -> RunResult:
         """A caller utterance in text mode; returns once the bot's reply is complete."""
-        result: RunResult = await self.session.run(user_input=text)
+        result: RunResult = self.session.run(user_input=text)
+        try:
+            await result
+        except Exception as exc:
+            # the turn failed as a provider's would (the session's error handling decides
+            # whether the call goes on); the caller's side only sees no reply
+            self.call.add_event("turn_failed", error=f"{type(exc).__name__}: {exc}")
         # the call ends (or a failed transfer falls back to a flow step: then the
         # fallback's opening is part of this turn)
         end = self.call.end_request

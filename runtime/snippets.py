@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import jinja2
+from jinja2 import nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from runtime.substitution import Substitution, parse_substitution
@@ -38,6 +39,25 @@ def snippet_names(text: str) -> frozenset[str]:
     if not any(marker in text for marker in _MARKERS):
         return frozenset()
     return frozenset(analyze(_ENV.parse(text)).names)
+
+
+@functools.lru_cache(maxsize=8192)
+def snippet_attributes(text: str, name: str) -> frozenset[str]:
+    """The attributes a (valid) snippet reads of the variable ``name``: for `name="match"`,
+    `{{ match.day }}` and `{{ match['day'] }}` read "day". Lets a plugin check them against
+    what it will pass (a regular expression's group names)."""
+    if not any(marker in text for marker in _MARKERS):
+        return frozenset()
+    found: set[str] = set()
+    for node in _ENV.parse(text).find_all((nodes.Getattr, nodes.Getitem)):
+        target = node.node
+        if not (isinstance(target, nodes.Name) and target.name == name):
+            continue
+        if isinstance(node, nodes.Getattr):
+            found.add(node.attr)
+        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            found.add(node.arg.value)
+    return frozenset(found)
 
 
 @functools.lru_cache(maxsize=8192)

@@ -30,6 +30,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import jinja2
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from runtime import (
@@ -38,6 +39,7 @@ from runtime import (
     check_snippet,
     hookimpl,
     render_snippet,
+    snippet_attributes,
     snippet_names,
 )
 
@@ -70,6 +72,33 @@ class Rule(BaseModel):
         description="values the transition captures; string values are templates "
         "(`{{ match.name }}`)",
     )
+
+    @model_validator(mode="after")
+    def _groups_exist(self) -> Rule:
+        """`match.NAME` must be a named group of this rule's pattern (or `match.text`):
+        the pattern is fixed, so a typo is found now, not in the middle of a call."""
+        groups = sorted(re.compile(self.match).groupindex)
+        texts = {"reply": self.reply, "on_error": self.on_error}
+        for table in ("arguments", "capture"):
+            texts |= {
+                f"{table}.{key}": value
+                for key, value in getattr(self, table).items()
+                if isinstance(value, str)
+            }
+        if not self.tool and "result" in snippet_names(self.reply):
+            raise ValueError(
+                "reply reads `result`, which only a rule that calls a `tool` has (the "
+                "tool's answer); call a tool, or drop `result` from the reply"
+            )
+        for key, text in texts.items():
+            for name in sorted(snippet_attributes(text, "match") - {*groups, "text"}):
+                named = ", ".join(groups) if groups else "none"
+                raise ValueError(
+                    f"{key} reads match.{name}, but the pattern has no group named {name!r} "
+                    f"(its named groups: {named}; write (?P<{name}>...) in `match`, or fix "
+                    "the name)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _one_action(self) -> Rule:
@@ -140,6 +169,15 @@ class RulesOptions(BaseModel):
         }
 
 
+class RuleFailed(Exception):
+    """A rule's template failed on this call's data and there is nothing else to say: the
+    turn fails like a provider error (the session apologizes; the error is recorded)."""
+
+
+class _TemplateFailed(RuleFailed):
+    """One template failed to render; its message names the key and the cause."""
+
+
 @dataclass(frozen=True)
 class RuleReply:
     """What the engine decided for one turn."""
@@ -171,7 +209,7 @@ class RulesEngine:
 
     def opening(self) -> RuleReply:
         self._opened = True
-        return RuleReply(text=self._render(self.options.opening, {}))
+        return RuleReply(text=self._render("opening", self.options.opening, {}))
 
     def arriving(self) -> bool:
         return self._arriving is not None
@@ -190,7 +228,7 @@ class RulesEngine:
         index, context = arriving
         rule = self.options.rules[index]
         if rule.reply:
-            return RuleReply(text=self._render(rule.reply, context), rule_index=index)
+            return RuleReply(text=self._rule_text(index, "reply", context), rule_index=index)
         if last_utterance:
             return self.respond(last_utterance, transitions=False)
         return RuleReply()
@@ -198,10 +236,10 @@ class RulesEngine:
     def transition_refused(self, error: str) -> RuleReply:
         """The goto's transition refused its captures: say why, stay in the step."""
         arriving, self._arriving = self._arriving, None
-        rule = self.options.rules[arriving[0]] if arriving else None
-        context = arriving[1] if arriving else {}
-        template = (rule.on_error if rule else "") or self.options.default
-        return RuleReply(text=self._render(template, {**context, "error": error}))
+        if arriving is None or not self.options.rules[arriving[0]].on_error:
+            return RuleReply(text=self._render("default", self.options.default, {"error": error}))
+        index, context = arriving
+        return RuleReply(text=self._rule_text(index, "on_error", {**context, "error": error}))
 
     def _active(self, rule: Rule, offered: frozenset[str] | None) -> bool:
         step = self.call.step if self.call is not None else None
@@ -231,39 +269,69 @@ class RulesEngine:
                 "match": {**found.groupdict(), "text": found.group(0)},
                 "utterance": utterance,
             }
-            if transition is not None:
-                values = {
-                    key: self._render(value, context) if isinstance(value, str) else value
-                    for key, value in rule.capture.items()
-                }
-                self._arriving = (index, context)
-                return RuleReply(tool=transition, arguments=values, rule_index=index)
-            if rule.tool:
-                arguments = {
-                    key: self._render(value, context) if isinstance(value, str) else value
-                    for key, value in rule.arguments.items()
-                }
+            if transition is not None or rule.tool:
+                table = "capture" if transition is not None else "arguments"
+                try:
+                    values = self._values(index, table, context)
+                except _TemplateFailed as failure:
+                    return RuleReply(text=self._fallback(index, failure, context))
+                if transition is not None:
+                    self._arriving = (index, context)
+                    return RuleReply(tool=transition, arguments=values, rule_index=index)
                 self._tool_context[index] = context
-                return RuleReply(tool=rule.tool, arguments=arguments, rule_index=index)
-            return RuleReply(text=self._render(rule.reply, context), rule_index=index)
-        return RuleReply(text=self._render(self.options.default, {"utterance": utterance}))
+                return RuleReply(tool=rule.tool, arguments=values, rule_index=index)
+            return RuleReply(text=self._rule_text(index, "reply", context), rule_index=index)
+        return RuleReply(
+            text=self._render("default", self.options.default, {"utterance": utterance})
+        )
 
     def after_tool(self, rule_index: int, output: str, is_error: bool) -> RuleReply:
         rule = self.options.rules[rule_index]
         context = self._tool_context.pop(rule_index, {})
         if is_error:
-            return RuleReply(
-                text=self._render(
-                    rule.on_error or self.options.default, {**context, "error": output}
+            if not rule.on_error:
+                return RuleReply(
+                    text=self._render("default", self.options.default, {"error": output})
                 )
+            return RuleReply(
+                text=self._rule_text(rule_index, "on_error", {**context, "error": output})
             )
         try:
             result: Any = json.loads(output)
         except ValueError:
             result = output
-        return RuleReply(text=self._render(rule.reply, {**context, "result": result}))
+        return RuleReply(text=self._rule_text(rule_index, "reply", {**context, "result": result}))
 
-    def _render(self, template: str, extra: dict[str, Any]) -> str:
+    def _values(self, index: int, table: str, context: dict[str, Any]) -> dict[str, Any]:
+        """A rule's `arguments` or `capture`: string values rendered as templates."""
+        values: dict[str, Any] = {}
+        for key, value in getattr(self.options.rules[index], table).items():
+            if isinstance(value, str):
+                value = self._render(f"rules[{index}].{table}.{key}", value, context)
+            values[key] = value
+        return values
+
+    def _rule_text(self, index: int, field: str, context: dict[str, Any]) -> str:
+        """A rule's `reply` or `on_error`. A reply that fails on this call's data (a field
+        the tool's result lacks) says the rule's `on_error` instead; when that fails too,
+        or there is none, the turn fails like a provider error would."""
+        try:
+            return self._render(
+                f"rules[{index}].{field}", getattr(self.options.rules[index], field), context
+            )
+        except _TemplateFailed as failure:
+            if field == "on_error":
+                raise RuleFailed(str(failure)) from None
+            return self._fallback(index, failure, context)
+
+    def _fallback(self, index: int, failure: _TemplateFailed, context: dict[str, Any]) -> str:
+        if self.call is not None:
+            self.call.add_event("error", source="rules", error=str(failure))
+        if not self.options.rules[index].on_error:
+            raise RuleFailed(str(failure))
+        return self._rule_text(index, "on_error", {**context, "error": str(failure)})
+
+    def _render(self, key: str, template: str, extra: dict[str, Any]) -> str:
         flow: dict[str, Any] = {}
         if self.call is not None:
             # a value the flow declares but has not captured yet reads as None here, so a
@@ -275,7 +343,10 @@ class RulesEngine:
                 else dict(self.call.captured)
             )
             flow = {"captured": captured, "step": self.call.step}
-        return render_snippet(template, {**self.variables, **flow, **extra})
+        try:
+            return render_snippet(template, {**self.variables, **flow, **extra})
+        except (jinja2.TemplateError, ValueError, TypeError, LookupError) as exc:
+            raise _TemplateFailed(f"llm.{key}: cannot render {template!r}: {exc}") from None
 
 
 def create_llm(options: RulesOptions, call: CallContext) -> Any:

@@ -7,11 +7,11 @@ import json
 import uuid
 from typing import Any
 
-from livekit.agents import llm
+from livekit.agents import APIError, llm
 from livekit.agents.llm import ChatChunk, ChoiceDelta, CompletionUsage, FunctionToolCall
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, APIConnectOptions
 
-from plugins.llm.rules import RuleReply, RulesEngine
+from plugins.llm.rules import RuleFailed, RuleReply, RulesEngine
 
 _CALL_PREFIX = "rules"
 
@@ -55,7 +55,10 @@ class RulesStream(llm.LLMStream):
         self._tool_choice = tool_choice
 
     async def _run(self) -> None:
-        reply = self._decide()
+        try:
+            reply = self._decide()
+        except RuleFailed as exc:  # the turn fails like a provider's would, with its cause
+            raise APIError(str(exc), retryable=False) from None
         request_id = uuid.uuid4().hex[:12]
         tool_calls: list[FunctionToolCall] = []
         if reply.tool and self._tool_choice != "none":

@@ -125,3 +125,113 @@ def test_replies_may_only_read_declared_variables(
         "(declare it under [variables]; did you mean `clinic`? "
         "declared: clinic)",
     ]
+
+
+# -- templates that fail: found at validation where the pattern says, else per turn -----
+
+
+def test_a_match_group_the_pattern_does_not_have_is_a_validation_error() -> None:
+    with pytest.raises(ValidationError) as failure:
+        RulesOptions.model_validate(
+            {
+                "rules": [
+                    {
+                        "match": "(?P<topping>pepperoni|cheese)",
+                        "tool": "order",
+                        "arguments": {"topping": "{{ match.toping }}"},
+                    }
+                ]
+            }
+        )
+    message = str(failure.value)
+    assert "arguments.topping reads match.toping" in message
+    assert "no group named 'toping' (its named groups: topping" in message
+
+
+def test_match_text_and_the_patterns_groups_are_fine() -> None:
+    RulesOptions.model_validate(
+        {"rules": [{"match": "(?P<day>mon)", "reply": "{{ match.day }} / {{ match['text'] }}"}]}
+    )
+
+
+def test_a_reply_reading_result_without_a_tool_is_a_validation_error() -> None:
+    with pytest.raises(ValidationError, match="reply reads `result`, which only a rule that"):
+        RulesOptions.model_validate({"rules": [{"match": "hours", "reply": "{{ result.x }}"}]})
+
+
+def test_a_reply_failing_on_the_tools_result_says_on_error_instead() -> None:
+    rules = engine(
+        rules=[
+            {
+                "match": "pizza",
+                "tool": "order",
+                "reply": "Ready in {{ result.eta_minutes }} minutes.",
+                "on_error": "Ordered, but I cannot say when ({{ error }}).",
+            }
+        ]
+    )
+    rules.respond("a pizza")
+    said = rules.after_tool(0, '{"ok": true}', is_error=False).text
+    assert said.startswith("Ordered, but I cannot say when (llm.rules[0].reply: cannot render")
+    assert "has no attribute 'eta_minutes'" in said
+
+
+def test_a_reply_failing_with_no_on_error_fails_the_turn_with_its_cause() -> None:
+    from plugins.llm.rules import RuleFailed
+
+    rules = engine(rules=[{"match": "pizza", "tool": "order", "reply": "{{ result.eta }}"}])
+    rules.respond("a pizza")
+    with pytest.raises(RuleFailed, match=r"llm\.rules\[0\]\.reply: cannot render"):
+        rules.after_tool(0, '{"ok": true}', is_error=False)
+
+
+async def test_a_failing_rule_fails_its_turn_and_the_scenario_suite_goes_on(
+    bot_dir: Callable[..., Path], registry: Registry, tmp_path: Path
+) -> None:
+    from runtime.scenario_suite import run_suite
+
+    bots = bot_dir(
+        "pizza",
+        """
+        [prompt]
+        system = "Pizza."
+        [llm]
+        provider = "rules"
+        [[llm.rules]]
+        match = "pizza"
+        tool = "order"
+        reply = "Ready in {{ result.eta_minutes }} minutes."
+        [[llm.rules]]
+        match = "hours"
+        reply = "Noon to midnight."
+        [[tools]]
+        use = "send_dtmf"
+        name = "order"
+        """,
+    )
+    (bots / "pizza.scenarios.toml").write_text(
+        """
+[[scenarios]]
+name = "orders"
+[scenarios.mocks.order]
+result = { ok = true }
+[[scenarios.turns]]
+say = "a pizza please"
+expect_reply = "Ready"
+
+[[scenarios]]
+name = "hours"
+[[scenarios.turns]]
+say = "hours?"
+expect_reply = "Noon"
+"""
+    )
+    lines: list[str] = []
+    outcome = await run_suite(bots, registry, out=lines.append)
+    failed, passed = outcome.results
+    assert (failed.passed, passed.passed) == (False, True)
+    [mismatch] = failed.mismatches
+    assert mismatch.got.startswith("(nothing) [the turn failed: ")
+    assert "llm.rules[0].reply: cannot render" in mismatch.got
+    assert failed.record is not None
+    assert any(e.type == "turn_failed" for e in failed.record.events)
