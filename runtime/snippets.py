@@ -49,15 +49,20 @@ def snippet_attributes(text: str, name: str) -> frozenset[str]:
     if not any(marker in text for marker in _MARKERS):
         return frozenset()
     found: set[str] = set()
-    for node in _ENV.parse(text).find_all((nodes.Getattr, nodes.Getitem)):
-        target = node.node
-        if not (isinstance(target, nodes.Name) and target.name == name):
-            continue
-        if isinstance(node, nodes.Getattr):
-            found.add(node.attr)
-        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-            found.add(node.arg.value)
+    tree = _ENV.parse(text)
+    for attribute in tree.find_all(nodes.Getattr):
+        if _is_name(attribute.node, name):
+            found.add(attribute.attr)
+    for item in tree.find_all(nodes.Getitem):
+        key = item.arg
+        const = key.value if isinstance(key, nodes.Const) else None
+        if _is_name(item.node, name) and isinstance(const, str):
+            found.add(const)
     return frozenset(found)
+
+
+def _is_name(node: nodes.Node, name: str) -> bool:
+    return isinstance(node, nodes.Name) and node.name == name
 
 
 @functools.lru_cache(maxsize=8192)
