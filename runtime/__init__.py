@@ -18,6 +18,7 @@ from runtime.errors import (
     UnknownName,
 )
 from runtime.hookspecs import hookimpl
+from runtime.phone_numbers import NotDialable, dial_target
 from runtime.record import CallEvent, CallRecord, DisconnectedBy, TranscriptEntry
 from runtime.registry import NoOptions, RegisterProvider, RegisterTool
 from runtime.secrets import SecretRef
@@ -37,6 +38,7 @@ __all__ = [
     "DuplicateName",
     "MissingExtra",
     "NoOptions",
+    "NotDialable",
     "PluginError",
     "PluginLoadError",
     "Problem",
@@ -49,6 +51,7 @@ __all__ = [
     "TranscriptEntry",
     "UnknownName",
     "check_snippet",
+    "dial_target",
     "hookimpl",
     "render_snippet",
     "snippet_attributes",

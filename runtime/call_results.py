@@ -48,6 +48,9 @@ class CallResults:
         self.listeners: list[Callable[[CallRecord], None]] = []
         self.durable_ms: list[float] = []  # hang-up → record durable, per call (bounded)
         self._post_call: set[asyncio.Task[CallRecord]] = set()
+        self.session_ids: list[str] = []  # the records this process made (the last 1,000)
+        # after `aclose(deliver_within=...)`: (session_id, sink, state) not delivered yet
+        self.undelivered: list[tuple[str, str, str]] = []
 
     def describe(self) -> str:
         if self.outbox is None:
@@ -67,6 +70,8 @@ class CallResults:
     async def ended(self, record: CallRecord, bot: CompiledBot | None) -> asyncio.Task[CallRecord]:
         """Make the record durable now; post-call work and delivery follow in a task."""
         started = time.perf_counter()
+        self.session_ids.append(record.session_id)
+        del self.session_ids[:-1000]
         if self.outbox is not None:
             await self.outbox.put(record, held=True)
             self.durable_ms.append((time.perf_counter() - started) * 1000)
@@ -92,14 +97,31 @@ class CallResults:
                 log.exception("a record listener failed for %s", record.session_id)
         return record
 
+    def _undelivered(self) -> list[tuple[str, str, str]]:
+        if self.outbox is None:
+            return []
+        missing: list[tuple[str, str, str]] = []
+        for session_id in self.session_ids:
+            entry = self.outbox.entry(session_id)
+            if entry is None:
+                continue
+            missing += [
+                (session_id, status.sink, "held" if entry.held else status.state)
+                for status in entry.deliveries
+                if status.state != "delivered"
+            ]
+        return missing
+
     async def drain(self) -> None:
         """Wait for the post-call work of every ended call."""
         while self._post_call:
             await asyncio.gather(*list(self._post_call), return_exceptions=True)
 
-    async def aclose(self, grace: float = 30.0) -> None:
+    async def aclose(self, grace: float = 30.0, *, deliver_within: float | None = None) -> None:
         """Let post-call work finish (for up to ``grace`` seconds: what is cut short stays
-        held and is released at the next start), then stop delivering."""
+        held and is released at the next start), then stop delivering. A short-lived
+        command passes ``deliver_within``: the records it made get that long to be
+        delivered first, and `undelivered` says which were not."""
         try:
             await asyncio.wait_for(self.drain(), grace)
         except asyncio.TimeoutError:
@@ -107,6 +129,9 @@ class CallResults:
             for task in list(self._post_call):
                 task.cancel()
             await asyncio.gather(*list(self._post_call), return_exceptions=True)
+        if self.deliverer is not None and deliver_within is not None:
+            await self.deliverer.settle(deliver_within)
+            self.undelivered = await asyncio.to_thread(self._undelivered)
         if self.deliverer is not None:
             await self.deliverer.aclose()
         if self.outbox is not None:

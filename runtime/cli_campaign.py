@@ -58,7 +58,12 @@ def _campaign_arguments(
 
 
 def cmd_campaign_run(args: argparse.Namespace) -> int:
-    from runtime.cli_fleet import check_outbound_call, livekit_client, load_config
+    from runtime.cli_fleet import (
+        check_outbound_call,
+        close_results,
+        livekit_client,
+        load_config,
+    )
     from runtime.fleet.campaign import Campaign, CampaignCall
     from runtime.fleet.campaign_progress import ProgressBar
     from runtime.fleet.dialer import Call
@@ -105,6 +110,8 @@ def cmd_campaign_run(args: argparse.Namespace) -> int:
             max_attempts=args.max_attempts,
             retry_delay=args.retry_delay,
             phone_column=args.phone_column,
+            # a row without one is refused, as `dialplan call` refuses such a call
+            required=bot_spec.bot.required_variables() if bot_spec is not None else (),
             progress=ProgressBar(),
         )
         loop = asyncio.get_running_loop()
@@ -114,7 +121,7 @@ def cmd_campaign_run(args: argparse.Namespace) -> int:
         finally:
             loop.remove_signal_handler(signal.SIGINT)
             await client.aclose()
-            await results.aclose()
+            await close_results(results)
 
     summary = asyncio.run(run())
     unfinished = summary.pending + summary.in_progress + summary.retry_pending

@@ -15,13 +15,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runtime.cli_args import parse_vars
+from runtime.phone_numbers import NotDialable, phone_number
+from runtime.record import DisconnectedBy
 
 if TYPE_CHECKING:
     from livekit import api
 
+    from runtime.call_results import CallResults
     from runtime.fleet.config import FleetConfig
     from runtime.fleet.dialer import Call
     from runtime.registry import Registry
+
+DELIVER_BEFORE_EXIT = 15.0  # seconds a one-off command waits for its records to be sent
 
 
 def add_fleet_commands(commands: Any) -> None:
@@ -188,6 +193,11 @@ def cmd_call(args: argparse.Namespace) -> int:
     from runtime.fleet.results_config import open_results
     from runtime.registry import load_registry
 
+    try:
+        to = phone_number(args.to)
+    except NotDialable as exc:
+        print(f"dialplan: --to: {exc}", file=sys.stderr)
+        return 2
     config = load_config(args)
     registry = load_registry()
     variables = parse_vars(args.var, [])
@@ -199,7 +209,7 @@ def cmd_call(args: argparse.Namespace) -> int:
         client = livekit_client()
         call = Call(
             bot=args.bot,
-            to=args.to,
+            to=to,
             from_=args.from_,
             trunk=args.trunk,
             variables=variables,
@@ -210,24 +220,42 @@ def cmd_call(args: argparse.Namespace) -> int:
             bot_spec=bot_spec,
         )
         try:
-            print(f"calling {args.to} with {args.bot} (room {call.room}) ...", flush=True)
+            print(f"calling {to} with {args.bot} (room {call.room}) ...", flush=True)
             return await _place(call, wait=args.wait)
         finally:
             await client.aclose()
-            await results.aclose()
+            await close_results(results)
 
     return asyncio.run(run())
+
+
+async def close_results(results: CallResults) -> None:
+    """A one-off command's records are delivered before it exits (for a while): say
+    which are not, so nobody wonders where a record went."""
+    await results.aclose(deliver_within=DELIVER_BEFORE_EXIT)
+    if results.undelivered:
+        sessions = sorted({session_id for session_id, _sink, _state in results.undelivered})
+        where = ", ".join(f"{sink} ({state})" for _id, sink, state in results.undelivered[:3])
+        print(
+            f"note: {len(sessions)} record(s) not delivered yet ({where}); they stay in "
+            f"{results.describe()} and are sent by the next process using it "
+            "(`dialplan outbox list` shows them)",
+            file=sys.stderr,
+        )
 
 
 async def _place(call: Call, *, wait: bool) -> int:
     outcome = await call.place()
     if not outcome.answered:
+        reason = outcome.disconnected_by.value if outcome.disconnected_by else ""
+        failed = outcome.disconnected_by == DisconnectedBy.ERROR
         print(
-            f"not answered: {outcome.disconnected_by.value if outcome.disconnected_by else ''}"
-            f" ({outcome.cause}); record {outcome.session_id}",
+            f"{'call failed' if failed else 'not answered'}: {reason} ({outcome.cause}); "
+            f"record {outcome.session_id}",
+            file=sys.stderr if failed else sys.stdout,
             flush=True,
         )
-        return 3
+        return 1 if failed else 3
     print(f"answered: session {outcome.session_id}, room {outcome.room}", flush=True)
     if wait:
         stop = asyncio.Event()

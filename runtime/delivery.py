@@ -208,6 +208,7 @@ class Deliverer:
         self._listening = False
         self._finished_while_asking: set[tuple[str, str]] = set()
         self._closing = False
+        self._idle = asyncio.Event()  # set while nothing is due and nothing is in flight
 
     def start(self) -> None:
         if self._task is not None:
@@ -230,6 +231,20 @@ class Deliverer:
             return
         with contextlib.suppress(RuntimeError):  # the loop is shutting down
             loop.call_soon_threadsafe(self._wakeup.set)
+
+    async def settle(self, timeout: float) -> bool:
+        """Wait, at most ``timeout`` seconds, until nothing is due now and nothing is in
+        flight (retries scheduled for later do not count): what a short-lived command
+        waits for before it exits. True if that happened in time."""
+        if self._task is None:
+            return True
+        self._idle.clear()  # decided afresh by the loop, which this wakes
+        self._wakeup.set()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
 
     async def aclose(self, *, grace: float = 5.0) -> None:
         """Stop: sends still in flight get ``grace`` seconds to finish; the rest are
@@ -275,8 +290,12 @@ class Deliverer:
             except OutboxError:  # e.g. locked by another process for too long; try again
                 log.exception("the deliverer cannot read the outbox")
                 wait, idle = self.poll_interval, False
-            if until_idle and idle and not self.progress.sending:
-                return
+            if idle and not self.progress.sending:
+                self._idle.set()
+                if until_idle:
+                    return
+            else:
+                self._idle.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=max(wait, 0.0))
 

@@ -21,30 +21,31 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from runtime import (
     CallContext,
     DisconnectedBy,
+    NotDialable,
     RegisterTool,
     ToolDefinition,
     ToolFailure,
     check_snippet,
+    dial_target,
     hookimpl,
     render_snippet,
     snippet_names,
 )
 from runtime.call_control import ControlUnsupported
 
-# E.164-ish numbers, or SIP/tel URIs: what LiveKit SIP and telephony providers accept
-_TARGET = re.compile(r"^(\+?[0-9]{3,15}|(sip|sips):[^\s@]+@[^\s]+|tel:\+?[0-9\-]{3,20})$")
 _DTMF = re.compile(r"^[0-9*#A-Dw]{1,32}$")
 
 
 def _check_target(value: str, where: str) -> str:
     if "{{" in value or "{%" in value:
         return check_snippet(value)  # checked again once rendered, at call time
-    if not _TARGET.match(value.strip()):
+    try:
+        return dial_target(value)
+    except NotDialable:
         raise ValueError(
             f"{where} {value!r} is not a phone number (+15551234567) or a SIP/tel URI "
             "(sip:desk@pbx.example.com)"
-        )
-    return value.strip()
+        ) from None
 
 
 class TransferOptions(BaseModel):
@@ -103,9 +104,10 @@ def create_transfer(options: TransferOptions, call: CallContext | None) -> ToolD
         else:
             template = options.to
         context = {**call.template_values(), "destination": destination}
-        target = render_snippet(template, context)
-        if not _TARGET.match(target):
-            raise ToolFailure(f"the transfer target {target!r} is not a number or SIP URI")
+        try:
+            target = dial_target(render_snippet(template, context))
+        except NotDialable as exc:
+            raise ToolFailure(f"the transfer target is not a number or SIP URI: {exc}") from None
         if not call.control.can_transfer:  # checked now: after the goodbye is too late
             raise ToolFailure("this call cannot be transferred (there is no phone line)")
         call.request_end(

@@ -16,7 +16,7 @@ import heapq
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
@@ -127,8 +127,10 @@ class Campaign:
         max_attempts: int = 3,
         retry_delay: float = 300.0,
         phone_column: str | None = None,
+        required: Sequence[str] = (),
         progress: Callable[[CampaignProgress], None] | None = None,
     ) -> None:
+        """``required``: the bot's required variables; a row lacking one is invalid."""
         if concurrency < 1 or max_attempts < 1 or retry_delay < 0:
             raise CampaignError(
                 f"concurrency {concurrency}, max_attempts {max_attempts}, retry_delay "
@@ -138,6 +140,7 @@ class Campaign:
         self.store_path, self.concurrency = Path(store_path), concurrency
         self.max_attempts, self.retry_delay = max_attempts, retry_delay
         self.phone_column, self.progress = phone_column, progress
+        self.required = tuple(required)
         self._stopping = False
         self._wake = asyncio.Event()  # a call ended, a retry is due, or stop() was called
         self._run = _RunState()
@@ -150,7 +153,7 @@ class Campaign:
 
     async def run(self) -> CampaignSummary:
         definition = await asyncio.to_thread(
-            read_campaign_csv, self.csv_path, self.bot, self.phone_column
+            read_campaign_csv, self.csv_path, self.bot, self.phone_column, self.required
         )
         store = await asyncio.to_thread(CampaignStore, self.store_path)
         try:

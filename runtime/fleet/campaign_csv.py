@@ -6,13 +6,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from runtime.fleet.campaign_store import CampaignDefinition, CampaignError, StoredRow
+from runtime.phone_numbers import NotDialable, phone_number
 
 PHONE_COLUMNS = ("phone", "to", "number", "phone_number")
-_PHONE = re.compile(r"^\+?[0-9]{3,15}$")
 
 
 def campaign_id_for(csv_path: str | Path, bot: str) -> str:
@@ -21,16 +21,21 @@ def campaign_id_for(csv_path: str | Path, bot: str) -> str:
 
 
 def read_campaign_csv(
-    csv_path: str | Path, bot: str, phone_column: str | None = None
+    csv_path: str | Path,
+    bot: str,
+    phone_column: str | None = None,
+    required: Sequence[str] = (),
 ) -> CampaignDefinition:
     """The campaign a CSV describes: one row per line after the header, the phone number
-    from ``phone_column`` (or the first of PHONE_COLUMNS), every other cell a variable."""
+    from ``phone_column`` (or the first of PHONE_COLUMNS), every other cell a variable.
+    A row without a number to dial, or without a ``required`` variable of the bot, is
+    invalid (never dialled), with the reason kept."""
     path = Path(csv_path)
     content = _read(path)
     header, lines = _parse(path, content)
     phone = _phone_column(path, header, phone_column)
     digest = hashlib.sha256(content).hexdigest()
-    rows = [_row(number, cells, header, phone) for number, cells in enumerate(lines, 1)]
+    rows = [_row(number, cells, header, phone, required) for number, cells in enumerate(lines, 1)]
     return CampaignDefinition(
         _campaign_id(digest, bot), bot, str(path.resolve()), digest, phone, rows
     )
@@ -94,17 +99,29 @@ def _phone_column(path: Path, header: list[str], wanted: str | None) -> str:
     )
 
 
-def _row(number: int, cells: list[str], header: list[str], phone_column: str) -> StoredRow:
+def _row(
+    number: int, cells: list[str], header: list[str], phone_column: str, required: Sequence[str]
+) -> StoredRow:
     values = {name: cell.strip() for name, cell in zip(header, cells, strict=False)}
     raw = values.pop(phone_column, "")
     variables = {name: value for name, value in values.items() if value}
-    to = raw.replace(" ", "").replace("-", "")
+    missing = [name for name in required if name not in variables]
+    reason = ""
+    to = raw
     if any(cell.strip() for cell in cells[len(header) :]):
         reason = f"{len(cells)} cells, but the header has {len(header)} columns"
     elif not raw:
         reason = f"no phone number in column {phone_column!r}"
-    elif not _PHONE.match(to):
-        reason = f"{raw!r} is not a phone number (E.164: + optional, 3 to 15 digits)"
+    elif missing:
+        reason = (
+            f"no value for the bot's required variable(s) {', '.join(missing)} "
+            "(fill the column(s) in; the bot needs them for every call)"
+        )
     else:
+        try:
+            to = phone_number(raw)
+        except NotDialable as exc:
+            reason = str(exc)
+    if not reason:
         return StoredRow(number, to, variables)
     return StoredRow(number, raw, variables, "invalid", reason=reason)

@@ -12,7 +12,6 @@ and every error names the file, the key and the fix, like a bot file's.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -30,12 +29,12 @@ from runtime import toml_parser
 from runtime.compiler import located_problem, toml_problem
 from runtime.durations import Duration
 from runtime.errors import DialplanError, Problem
+from runtime.phone_numbers import phone_number
 from runtime.secrets import SecretRef
 
 DEFAULT_FLEET_CONFIG = "dialplan.toml"
 DEFAULT_AGENT_NAME = "dialplan"
 ROOM_PREFIX = "call_"  # every room dialplan creates or has a rule create starts with this
-_E164 = re.compile(r"^\+?[0-9]{3,15}$")
 
 
 class FleetConfigInvalid(DialplanError):
@@ -48,14 +47,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _phone_number(value: str) -> str:
-    cleaned = value.replace(" ", "").replace("-", "")
-    if not _E164.match(cleaned):
-        raise ValueError(f"{value!r} is not a phone number; write it in E.164, e.g. +15550100")
-    return cleaned
-
-
-PhoneNumber = Annotated[str, AfterValidator(_phone_number)]
+PhoneNumber = Annotated[str, AfterValidator(phone_number)]
 
 
 class WorkerSettings(_Strict):

@@ -25,6 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
+
 from runtime.call import CallOverrides
 from runtime.errors import DialplanError
 from runtime.fleet.config import ROOM_PREFIX, FleetConfig
@@ -82,9 +84,20 @@ class Call:
 
         fleet = self.config or FleetConfig()
         client = self.livekit_api or api.LiveKitAPI()
+        started = dt.datetime.now(dt.timezone.utc)
         try:
-            trunk_id = await self._trunk_id(client, fleet)
-            await self._open_room(client, fleet, trunk_id)
+            try:
+                trunk_id = await self._trunk_id(client, fleet)
+                await self._open_room(client, fleet, trunk_id)
+            except (
+                DialError,
+                api.TwirpError,
+                aiohttp.ClientError,
+                asyncio.TimeoutError,
+                OSError,
+            ) as exc:
+                # the call could not even be attempted: a record still says so, and why
+                return await self._failed(client, started, None, None, exc, attempted=False)
             return await self._dial(client, trunk_id)
         finally:
             if self.livekit_api is None:
@@ -214,15 +227,22 @@ class Call:
         status: int | None,
         reason: str | None,
         error: Exception,
+        *,
+        attempted: bool = True,
     ) -> DialOutcome:
+        """Record a call that did not connect. ``attempted=False``: it never reached the
+        phone network (a refused API key, an unreachable server, no trunk)."""
         from livekit import api
 
-        disconnected_by = disconnected_by_for_sip(status)
-        cause = f"SIP {status} {reason or ''}".strip() if status else f"dial failed: {error}"
+        disconnected_by = disconnected_by_for_sip(status) if attempted else DisconnectedBy.ERROR
+        cause = f"SIP {status} {reason or ''}".strip() if status else f"dial failed: {_why(error)}"
         try:
             await client.room.delete_room(api.DeleteRoomRequest(room=self.room))
         except api.TwirpError as exc:  # already gone is fine; the agent leaves either way
             log.debug("deleting %s after a failed dial: %s", self.room, exc.message)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            # the server is not reachable: nothing was created there to delete
+            log.debug("cannot delete %s after a failed dial: %s", self.room, exc)
         await self._record_failure(started, disconnected_by, cause, status)
         return DialOutcome(
             self.session_id,
@@ -269,6 +289,21 @@ class Call:
             log.warning(
                 "call %s to %s failed (%s); no results store given", self.session_id, self.to, cause
             )
+
+
+def _why(error: Exception) -> str:
+    """A failure in words a person can act on, not an exception's repr."""
+    from livekit import api
+
+    if isinstance(error, api.TwirpError):
+        from runtime.fleet.provision import refusal
+
+        fix = " (check LIVEKIT_API_KEY/LIVEKIT_API_SECRET)" if error.status == 401 else ""
+        return refusal(error) + fix
+    if isinstance(error, aiohttp.ClientError | asyncio.TimeoutError | OSError):
+        detail = str(error) or type(error).__name__
+        return f"cannot reach LiveKit ({detail}; check LIVEKIT_URL and that the server runs)"
+    return str(error)
 
 
 def _duration(seconds: float) -> Any:

@@ -197,8 +197,8 @@ async def test_invalid_rows_are_never_dialled(tmp_path: Path) -> None:
     rows = stored_rows(tmp_path / "state.db", csv_path)
     reasons = {phone: row.reason for phone, row in rows.items() if row.state == "invalid"}
     assert reasons == {
-        "not a number": "'not a number' is not a phone number (E.164: + optional, 3 to 15 digits)",
-        "12": "'12' is not a phone number (E.164: + optional, 3 to 15 digits)",
+        "not a number": "'not a number' is not a phone number; write it in E.164, e.g. +15550100",
+        "12": "'12' is not a phone number; write it in E.164, e.g. +15550100",
         "": "no phone number in column 'phone'",
         "+15550104": "3 cells, but the header has 2 columns",
     }

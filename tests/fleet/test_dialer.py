@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -18,8 +19,9 @@ from runtime.call_results import CallResults
 from runtime.catalog import load_catalog
 from runtime.delivery import DeliveryConfig, open_delivery
 from runtime.fleet.config import FleetConfig, OutboundTrunk, Trunks
-from runtime.fleet.dialer import Call, DialError
+from runtime.fleet.dialer import Call
 from runtime.fleet.provision import provision
+from runtime.record import DisconnectedBy
 from runtime.registry import load_registry
 from tests.fleet.livekit_server import LiveKitTestServer, SipAnswer, SipFailure
 from tests.fleet.test_room_call import write_bot
@@ -161,10 +163,23 @@ async def test_ringing_past_the_bots_ring_timeout_is_no_answer(
 
 
 async def test_no_outbound_trunk_is_a_clear_error_before_anything_rings(
-    livekit_server: LiveKitTestServer, livekit_api: api.LiveKitAPI
+    tmp_path: Path,
+    livekit_server: LiveKitTestServer,
+    livekit_api: api.LiveKitAPI,
+    results: CallResults,
 ) -> None:
-    with pytest.raises(DialError, match=r"no outbound trunk.*\[\[trunks.outbound\]\]"):
-        await Call(bot="line", to="+15550123", livekit_api=livekit_api).place()
-    with pytest.raises(DialError, match="not on the LiveKit server: run `dialplan provision`"):
-        await Call(bot="line", to="+15550123", config=FLEET, livekit_api=livekit_api).place()
+    no_trunk = await Call(
+        bot="line", to="+15550123", livekit_api=livekit_api, results=results
+    ).place()
+    not_provisioned = await Call(
+        bot="line", to="+15550123", config=FLEET, livekit_api=livekit_api, results=results
+    ).place()
+    assert not no_trunk.answered and no_trunk.disconnected_by == DisconnectedBy.ERROR
+    assert re.search(r"no outbound trunk.*\[\[trunks.outbound\]\]", no_trunk.cause or "")
+    assert "not on the LiveKit server: run `dialplan provision`" in (not_provisioned.cause or "")
+    # the attempts that never rang are still recorded, with why
+    await results.drain()
+    records = stored(tmp_path / "outbox.db")
+    assert sorted(r["cause"] for r in records) == sorted([no_trunk.cause, not_provisioned.cause])
+    assert all(r["disconnected_by"] == "error" for r in records)
     assert livekit_server.calls("CreateSIPParticipant") == []

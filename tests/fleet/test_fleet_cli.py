@@ -170,3 +170,84 @@ async def test_campaign_run_retries_busy_rows_and_resumes_as_done(
 
     again = await dialplan(fleet_dir, "campaign", "run", *args)
     assert again.returncode == 0 and len(livekit_server.dials) == 3  # nothing left to call
+
+
+async def test_call_refuses_a_number_that_is_not_one_before_anything(
+    fleet_dir: Path, livekit_server: LiveKitTestServer
+) -> None:
+    result = await dialplan(fleet_dir, "call", "line", "--to", "hello")
+    assert result.returncode == 2
+    assert "--to: 'hello' is not a phone number; write it in E.164, e.g. +15550100" in (
+        result.stderr
+    )
+    assert livekit_server.calls("CreateRoom") == [] and livekit_server.dials == []
+
+
+@pytest.mark.parametrize("problem", ["wrong secret", "unreachable"])
+async def test_a_call_the_server_refuses_or_cannot_take_fails_cleanly_with_a_record(
+    problem: str,
+    fleet_dir: Path,
+    livekit_server: LiveKitTestServer,
+    monkeypatch: pytest.MonkeyPatch,
+    unused_tcp_port: int,
+) -> None:
+    assert (await dialplan(fleet_dir, "provision")).returncode == 0
+    if problem == "wrong secret":
+        monkeypatch.setenv("LIVEKIT_API_SECRET", "not-the-secret-of-this-server-at-all")
+        expected = "LiveKit refused the API key and secret (HTTP 401)"
+    else:
+        monkeypatch.setenv("LIVEKIT_URL", f"http://127.0.0.1:{unused_tcp_port}")
+        expected = "cannot reach LiveKit ("
+    result = await dialplan(fleet_dir, "call", "line", "--to", "+15550123")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "call failed: error (dial failed: " in result.stderr and expected in result.stderr
+    (record,) = stored(fleet_dir / "outbox.db")
+    assert record["disconnected_by"] == "error" and expected in record["cause"]
+    assert record["callee"] == "+15550123"
+
+
+async def test_a_campaign_row_without_a_required_variable_is_refused_not_dialled(
+    fleet_dir: Path, livekit_server: LiveKitTestServer
+) -> None:
+    assert (await dialplan(fleet_dir, "provision")).returncode == 0
+    (fleet_dir / "bots" / "line.toml").write_text(
+        OFFLINE_BOT.replace('name = "there"', "name = { required = true }")
+    )
+    (fleet_dir / "list.csv").write_text("phone,name\n+15550001,\n+1 555 0002,Ada\n")
+    livekit_server.script_dial("+15550002", SipFailure(486, "Busy Here"))
+    args = ("list.csv", "--bot", "line", "--max-attempts", "1")
+    result = await dialplan(fleet_dir, "campaign", "run", *args)
+    assert result.returncode == 0, result.stderr
+    assert [d.number for d in livekit_server.dials] == ["+15550002"]
+    status = await dialplan(fleet_dir, "campaign", "status", *args[:3])
+    assert "no value for the bot's required variable(s) name" in status.stdout
+
+
+async def test_a_one_off_call_delivers_its_record_before_exiting_or_says_it_did_not(
+    fleet_dir: Path, livekit_server: LiveKitTestServer, unused_tcp_port: int
+) -> None:
+    assert (await dialplan(fleet_dir, "provision")).returncode == 0
+    config = fleet_dir / "dialplan.toml"
+    config.write_text(
+        config.read_text().replace(
+            'outbox = "outbox.db"', 'outbox = "outbox.db"\njsonl = "records.jsonl"'
+        )
+    )
+    livekit_server.script_dial("+15550123", SipFailure(486, "Busy Here"))
+    delivered = await dialplan(fleet_dir, "call", "line", "--to", "+15550123")
+    assert delivered.returncode == 3
+    (line,) = (fleet_dir / "records.jsonl").read_text().splitlines()
+    assert json.loads(line)["sip_status"] == 486  # written before the command returned
+    assert "not delivered yet" not in delivered.stderr
+
+    # a webhook that is down: the record stays in the outbox, and the command says so
+    config.write_text(
+        config.read_text().replace(
+            'jsonl = "records.jsonl"', f'webhooks = ["http://127.0.0.1:{unused_tcp_port}/hook"]'
+        )
+    )
+    pending = await dialplan(fleet_dir, "call", "line", "--to", "+15550123")
+    assert pending.returncode == 3
+    assert "note: 1 record(s) not delivered yet (webhook" in pending.stderr
+    assert "dialplan outbox list" in pending.stderr
