@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runtime.cli_args import UsageError, parse_vars
-from runtime.errors import DialplanError
+from runtime.errors import DialplanError, Problem
 
 if TYPE_CHECKING:
     from runtime.catalog import CatalogSnapshot
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument(
         "--record", metavar="PATH", help="write the call record as JSON to PATH ('-' prints it)"
     )
+    chat.add_argument("-v", "--verbose", action="store_true", help="also print livekit's log")
     chat.set_defaults(handler=cmd_chat)
 
     dev = commands.add_parser(
@@ -116,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("DIALPLAN_JUDGE_MODEL"),
         help="a litellm model that judges `expect_intent` (default: $DIALPLAN_JUDGE_MODEL; "
         "without one, intents are skipped)",
+    )
+    test.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also print livekit's own log (a failing turn's cause is in the report anyway)",
     )
     test.set_defaults(handler=cmd_test)
 
@@ -234,10 +242,22 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def quiet_livekit(verbose: bool) -> None:
+    """livekit logs a failed turn (with its traceback) as it happens; a text command
+    reports the same cause in its own output ([error] lines, a FAIL's `got`), so its log
+    would only interleave with that. ``verbose`` keeps it."""
+    if not verbose:
+        for name in ("livekit", "livekit.agents"):
+            logger = logging.getLogger(name)
+            logger.addHandler(logging.NullHandler())
+            logger.propagate = False
+
+
 def cmd_chat(args: argparse.Namespace) -> int:
     from runtime.textchat import run_text_call, scripted_lines, typed_lines
 
     plan = _plan(args)
+    quiet_livekit(args.verbose)
     if args.script:
         try:
             script = args.script.read_text(encoding="utf-8").splitlines()
@@ -299,26 +319,32 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 def cmd_test(args: argparse.Namespace) -> int:
     from runtime.scenario_report import summary, write_junit
-    from runtime.scenario_suite import run_suite
+    from runtime.scenario_suite import SuiteOutcome, run_suite
 
     if not args.bots.is_dir():
         raise UsageError(f"--bots {args.bots}: not a directory")
-    outcome = asyncio.run(
-        run_suite(
-            args.bots,
-            _registry(),
-            bot_ids=args.bots_to_test or None,
-            prompts_dir=args.prompts,
-            judge_model=args.judge,
+    quiet_livekit(args.verbose)
+    try:
+        outcome = asyncio.run(
+            run_suite(
+                args.bots,
+                _registry(),
+                bot_ids=args.bots_to_test or None,
+                prompts_dir=args.prompts,
+                judge_model=args.judge,
+            )
         )
-    )
+    except Exception as exc:  # a crash of the runner itself: reported, and JUnit still written
+        outcome = SuiteOutcome(
+            problems=[Problem(args.bots, f"the scenario run crashed: {type(exc).__name__}: {exc}")]
+        )
     for problem in outcome.problems:
         print(problem)
+    if args.junit:
+        write_junit(args.junit, outcome.results, outcome.problems)
     if not outcome.results and not outcome.problems:
         print(f"no scenario files (*.scenarios.toml) in {args.bots}", file=sys.stderr)
         return 1
-    if args.junit:
-        write_junit(args.junit, outcome.results, outcome.problems)
     print(f"\n{summary(outcome.results, outcome.problems)}", file=sys.stderr)
     return 0 if outcome.passed else 1
 

@@ -53,15 +53,15 @@ async def run_text_call(
         for event in call.events[shown_events:]:
             if event.type == "tool_call":
                 data = event.data
-                detail = f" error: {data['error']}" if data.get("error") else ""
+                outcome = f"failed: {data['error']}" if data.get("error") else data["outcome"]
                 out(
                     f"  [tool] {data['name']}({json.dumps(data['arguments'])}) -> "
-                    f"{data['outcome']}{detail} ({data['latency_ms']:.1f} ms)"
+                    f"{outcome} ({data['latency_ms']:.1f} ms)"
                 )
             elif event.type in ("transfer", "dtmf"):
                 details = ", ".join(f"{k}={v}" for k, v in event.data.items())
                 out(f"  [{event.type}] {details}")
-            elif event.type == "error":
+            elif event.type in ("error", "turn_failed"):
                 out(f"  [error] {event.data.get('error')}")
             elif event.type in FLOW_EVENTS:
                 line = flow_line(event.type, event.data)

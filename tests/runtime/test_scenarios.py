@@ -200,6 +200,48 @@ def test_cli_exit_codes_report_and_junit(bot_dir: Callable[..., Path], tmp_path:
     assert missing.returncode == 1 and "no scenario file for this bot" in missing.stdout
 
 
+def test_a_turn_failing_on_a_template_is_a_clean_fail_with_junit(
+    bot_dir: Callable[..., Path], tmp_path: Path
+) -> None:
+    bots = bot_dir(
+        "pizza",
+        """
+        [prompt]
+        system = "x"
+        [llm]
+        provider = "rules"
+        [[llm.rules]]
+        match = "pizza"
+        tool = "send_dtmf"
+        reply = "Ready in {{ result.eta_minutes }} minutes."
+        [[tools]]
+        use = "send_dtmf"
+        """,
+    )
+    (bots / "pizza.scenarios.toml").write_text(
+        textwrap.dedent(
+            """
+            [[scenarios]]
+            name = "orders"
+            mocks = { send_dtmf = { result = { ok = true } } }
+            turns = [ { say = "a pizza", expect_reply = "Ready" } ]
+            [[scenarios]]
+            name = "later scenarios still run"
+            turns = [ { say = "hello", expect_reply = "catch" } ]
+            """
+        )
+    )
+    junit = tmp_path / "junit.xml"
+    run = run_dialplan("test", "--bots", str(bots), "--junit", str(junit), cwd=tmp_path)
+    assert run.returncode == 1
+    assert "Traceback" not in run.stdout + run.stderr  # livekit's log stays out of the report
+    assert "FAIL  pizza: orders" in run.stdout and "PASS  pizza: later scenarios" in run.stdout
+    assert "[the turn failed: APIError: llm.rules[0].reply: cannot render" in run.stdout
+    assert "1 passed, 1 failed" in run.stderr
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite is not None and (suite.get("tests"), suite.get("failures")) == ("2", "1")
+
+
 def test_broken_scenario_files_are_located(bot_dir: Callable[..., Path]) -> None:
     bots = bot_dir("shop", SHOP_BOT)
     broken = bots / "shop.scenarios.toml"
