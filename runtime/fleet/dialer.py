@@ -31,6 +31,7 @@ from runtime.call import CallOverrides
 from runtime.errors import DialplanError
 from runtime.fleet.config import ROOM_PREFIX, FleetConfig
 from runtime.fleet.outcome import DialOutcome, disconnected_by_for_sip
+from runtime.fleet.provision_plan import is_managed
 from runtime.record import CallEvent, CallRecord, DisconnectedBy
 
 if TYPE_CHECKING:
@@ -141,7 +142,8 @@ class Call:
             )
         listing = await client.sip.list_outbound_trunk(api.ListSIPOutboundTrunkRequest())
         for info in listing.items:
-            if info.name == configured.name:
+            # dialplan's own trunk of that name (as `provision` made it), not a namesake
+            if info.name == configured.name and is_managed(info):
                 if self.from_ is None and configured.numbers:
                     self.from_ = configured.numbers[0]
                 return str(info.sip_trunk_id)

@@ -8,9 +8,9 @@ agent the workers register as, and every trunk in the config must exist in LiveK
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import aiohttp
 from livekit import api
@@ -139,38 +139,51 @@ async def server_findings(config: FleetConfig, client: api.LiveKitAPI, url: str)
 
 
 def _trunk_findings(config: FleetConfig, live: LiveState) -> list[Finding]:
+    """Each configured trunk against dialplan's own trunk of that name (by its id, as
+    `provision` matches them): a foreign trunk that only shares the name is not it."""
     findings = []
-    inbound_names = {t.name for t in live.inbound}
-    for trunk in config.trunks.inbound:
-        if trunk.name not in inbound_names:
+    wanted = [
+        ("inbound", trunk.name, f"calls to {', '.join(trunk.numbers)} are refused", live.inbound)
+        for trunk in config.trunks.inbound
+    ] + [
+        ("outbound", trunk.name, "outbound calls through it would fail", live.outbound)
+        for trunk in config.trunks.outbound
+    ]
+    for direction, name, consequence, present in wanted:
+        if managed_trunk_id(name, present):
+            continue
+        foreign = [t.sip_trunk_id for t in present if t.name == name]
+        if foreign:
             findings.append(
                 Finding(
                     "error",
-                    f"inbound trunk {trunk.name!r} is not in LiveKit: calls to "
-                    f"{', '.join(trunk.numbers)} are refused",
-                    PROVISION,
+                    f"the {direction} trunk named {name!r} in LiveKit ({', '.join(foreign)}) "
+                    f"was not created by dialplan, which never changes it: {consequence}",
+                    "delete or rename that trunk in LiveKit, or give this one another name "
+                    f"in the fleet config; then {PROVISION}",
                 )
             )
-    outbound_names = {t.name for t in live.outbound}
-    for outbound in config.trunks.outbound:
-        if outbound.name not in outbound_names:
-            findings.append(
-                Finding(
-                    "error",
-                    f"outbound trunk {outbound.name!r} is not in LiveKit: outbound calls through "
-                    "it would fail",
-                    PROVISION,
-                )
+            continue
+        findings.append(
+            Finding(
+                "error",
+                f"{direction} trunk {name!r} is not in LiveKit: {consequence}",
+                PROVISION,
             )
+        )
     return findings
+
+
+def managed_trunk_id(name: str, present: Iterable[Any]) -> str | None:
+    """The id of dialplan's own trunk called ``name`` (None: there is none)."""
+    return next((t.sip_trunk_id for t in present if t.name == name and is_managed(t)), None)
 
 
 def _route_findings(config: FleetConfig, live: LiveState) -> list[Finding]:
     findings = []
-    trunk_ids = {t.name: t.sip_trunk_id for t in live.inbound}
     for route in config.routes:
         trunk = config.inbound_trunk_for(route)
-        trunk_id = trunk_ids.get(trunk.name) if trunk else None
+        trunk_id = managed_trunk_id(trunk.name, live.inbound) if trunk else None
         rule = _rule_for(route.number, trunk_id, live.rules)
         if rule is None:
             findings.append(

@@ -251,3 +251,34 @@ async def test_a_catch_all_rule_serves_a_number(
     report = await diagnose(fleet(), BOTS, livekit_api, livekit_server.env())
 
     assert report.findings == []
+
+
+async def test_a_foreign_trunk_sharing_a_name_is_not_taken_for_dialplans_own(
+    livekit_server: LiveKitTestServer, livekit_api: api.LiveKitAPI
+) -> None:
+    """Trunks are matched by id among dialplan's own, as `provision` matches them: a
+    namesake someone else created neither hides ours nor gets blamed in its place."""
+    await provision(fleet(), livekit_api, dry_run=False)
+    namesake = api.SIPInboundTrunkInfo(name="main", allowed_addresses=["203.0.113.9"])
+    await livekit_api.sip.create_inbound_trunk(api.CreateSIPInboundTrunkRequest(trunk=namesake))
+
+    report = await diagnose(fleet(), BOTS, livekit_api, livekit_server.env())
+    assert report.ok and report.findings == [], report.lines()
+
+
+async def test_only_a_foreign_trunk_of_that_name_is_reported_as_such(
+    livekit_server: LiveKitTestServer, livekit_api: api.LiveKitAPI
+) -> None:
+    await provision(fleet(trunks={"inbound": []}), livekit_api, dry_run=False)
+    namesake = api.SIPInboundTrunkInfo(name="main", allowed_addresses=["203.0.113.9"])
+    foreign = await livekit_api.sip.create_inbound_trunk(
+        api.CreateSIPInboundTrunkRequest(trunk=namesake)
+    )
+
+    report = await diagnose(fleet(), BOTS, livekit_api, livekit_server.env())
+    finding = next(f for f in report.findings if "'main'" in f.problem)
+    assert finding.problem == (
+        f"the inbound trunk named 'main' in LiveKit ({foreign.sip_trunk_id}) was not created "
+        f"by dialplan, which never changes it: calls to {MAIN} are refused"
+    )
+    assert finding.fix.startswith("delete or rename that trunk in LiveKit")
