@@ -24,7 +24,13 @@ from runtime import toml_parser
 from runtime.dispositions import BUILTIN_NAMES, CompiledRule, rule_order
 from runtime.errors import CallSetupError, Problem, UnknownName, suggest
 from runtime.flow.captures import CAPTURED
-from runtime.flow.compile import REMEMBER_TOOL, STEP, CompiledFlow, compile_flow
+from runtime.flow.compile import (
+    REMEMBER_TOOL,
+    STEP,
+    CompiledFlow,
+    checked_expression,
+    compile_flow,
+)
 from runtime.record import RECORD_FIELDS
 from runtime.registry import PROVIDER_KINDS, Registry
 from runtime.schema import Bot, ToolBinding
@@ -248,29 +254,23 @@ class _BotCheck:
         return tuple(tools)
 
     def tool_captures(self, key: str, binding: ToolBinding) -> tuple[tuple[str, Any], ...]:
-        """A tool's `capture`: Jinja expressions over its `result` (and the call's values)."""
+        """A tool's `capture`: Jinja expressions over its `result` (and the call's values),
+        their code generated on first use unless `eager` (see `checked_expression`)."""
         readable = set(self.bot.variables) | {"result", CAPTURED, STEP}
-        known = readable | set(self.prompts.env.globals)
         captures: list[tuple[str, Any]] = []
         for name, text in binding.capture.items():
-            try:
-                expression, names = self.prompts.expression(text)
-            except jinja2.TemplateSyntaxError as exc:
-                self.problem(
-                    f"{key}.capture.{name}",
-                    f"invalid expression {text!r}: {exc.message}",
-                    "write a Jinja expression over the tool's answer `result`, "
-                    "e.g. result.reference",
-                )
-                continue
-            for unknown in sorted(names - known):
-                self.problem(
-                    f"{key}.capture.{name}",
-                    f"unknown name `{unknown}` in {text!r}",
-                    "read the tool's answer as `result`, e.g. result.reference; "
-                    + suggest(unknown, sorted(readable), what="names a capture can read"),
-                )
-            captures.append((name, expression))
+            expression = checked_expression(
+                self,
+                f"{key}.capture.{name}",
+                text,
+                readable,
+                what="capture expression",
+                hint="write a Jinja expression over the tool's answer `result`, "
+                "e.g. result.reference",
+                names_hint="read the tool's answer as `result`, e.g. result.reference",
+            )
+            if expression is not None:
+                captures.append((name, expression))
         return tuple(captures)
 
     def check_tool_references(
@@ -329,14 +329,14 @@ class _BotCheck:
                 lacking = [s for s in sources if s not in with_way] if scope else []
                 if lacking or not with_way:
                     if not lacking:
-                        where = "no step has"
+                        where = "no step has a"
                     elif len(lacking) == 1:
-                        where = f"step {lacking[0]!r} has"
+                        where = f"step {lacking[0]!r} has no"
                     else:
-                        where = f"steps {', '.join(map(repr, lacking))} have"
+                        where = f"steps {', '.join(map(repr, lacking))} have no"
                     self.problem(
                         f"{kind}.{key}.goto",
-                        f"goes to step {goto!r}, but {where} no `when` transition to it",
+                        f"goes to step {goto!r}, but {where} `when` transition to it",
                         f"add [[steps.<step>.next]] with to = {goto!r} and `when`"
                         + (", or take those steps out of the rule's `steps`" if lacking else ""),
                     )
@@ -371,11 +371,17 @@ class _BotCheck:
         except TemplateFailure as failure:
             self.problem(key, failure.message, failure.fix, file=failure.file, line=failure.line)
             return None
-        known = set(allowed) | CALL_NAMES | set(self.prompts.env.globals)
-        if key == "prompt.system":
-            known = set(allowed) | set(self.prompts.env.globals)
-        for name in sorted(template.names - known):
-            if key == "prompt.system":
+        static = key == "prompt.system"
+        env_globals = self.prompts.env.globals
+        unknown = [  # a template reads few names: test them, not build a set of all known
+            name
+            for name in template.names
+            if name not in allowed
+            and (static or name not in CALL_NAMES)
+            and name not in env_globals
+        ]
+        for name in sorted(unknown):
+            if static:
                 self.problem(
                     key,
                     f"uses `{name}`, but the static system prompt may only use "

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import re
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jinja2 import Environment, nodes
+from jinja2 import Environment, TemplateSyntaxError, nodes
+from jinja2.parser import Parser
 
 from runtime.flow.schema import CaptureSpec
 
@@ -180,7 +181,12 @@ class _Parsed:
     # by the texts of the source's tags (see `_tags`)
     shapes: dict[tuple[str, ...], CapturedReads] = field(default_factory=dict)
     templates: dict[PromptTemplate, CapturedReads] = field(default_factory=dict)
-    conditions: dict[str, frozenset[str]] = field(default_factory=dict)  # by expression
+    expressions: dict[str, ExpressionFacts] = field(default_factory=dict)  # by text
+    compiled: dict[str, Callable[..., Any]] = field(default_factory=dict)  # by text
+    # by tokens, numbers left out (see `expression_facts`)
+    expression_shapes: dict[tuple[tuple[str, str | None], ...], ExpressionFacts] = field(
+        default_factory=dict
+    )
 
 
 _PARSED: weakref.WeakKeyDictionary[Environment, _Parsed] = weakref.WeakKeyDictionary()
@@ -189,8 +195,9 @@ _last: tuple[weakref.ReferenceType[Environment], _Parsed] | None = None
 
 def _parsed(env: Environment) -> _Parsed:
     global _last
-    if _last is not None and _last[0]() is env:  # one catalog build asks thousands of times
-        return _last[1]
+    last = _last  # one read: another thread may replace it
+    if last is not None and last[0]() is env:  # one catalog build asks thousands of times
+        return last[1]
     found = _PARSED.get(env)
     if found is None:
         found = _PARSED[env] = _Parsed()
@@ -381,24 +388,125 @@ def _captured_get(node: nodes.Node) -> str | None:
 _SURE_OPS = frozenset({"eq", "gt", "gteq", "lt", "lteq", "in"})
 
 
+@dataclass(frozen=True)
+class ExpressionFacts:
+    """What checking a Jinja expression (a condition, a tool's `capture`) needs to know,
+    found from its syntax tree alone: generating its code costs a millisecond, so that
+    waits for its first evaluation (see `LazyExpression`)."""
+
+    names: frozenset[str]  # variables it reads
+    filters: tuple[str, ...]  # filters and tests it uses (their code would fail without)
+    tests: tuple[str, ...]
+    holding: frozenset[str]  # captured values there whenever it holds (`conjunction_reads`)
+
+
+def expression_facts(env: Environment, text: str) -> ExpressionFacts:
+    """The facts of one expression, parsed as `Environment.compile_expression` parses it
+    (so it raises the same `TemplateSyntaxError`). Each text is parsed once per
+    environment, and texts that differ only in their numbers (`result.score > 0.7`,
+    `> 0.8`: the parser never looks at a number's value, and the facts only at whether
+    it is zero) share one parse."""
+    parsed = _parsed(env)
+    found = parsed.expressions.get(text)
+    if found is not None:
+        return found
+    shape = None
+    if not env.extensions:  # an extension may rewrite the tokens: no shortcut
+        shape = tuple(
+            (kind, _number_key(value) if kind in _NUMBERS else value)
+            for _line, kind, value in env.lexer.tokeniter(text, None, state="variable")
+        )
+        found = parsed.expression_shapes.get(shape)
+    if found is None:
+        found = _expression_facts(env, text)
+        if shape is not None:
+            parsed.expression_shapes[shape] = found
+    parsed.expressions[text] = found
+    return found
+
+
+_NUMBERS = frozenset({"integer", "float"})
+
+
+def _number_key(text: str) -> str | None:
+    """A number as `expression_facts` tells shapes apart: only whether it is zero
+    matters (`captured.n | default(0)` may be false, `default(1)` may not)."""
+    try:
+        value = float(text.replace("_", "")) if "." in text or "e" in text.lower() else None
+        if value is None:
+            value = int(text.replace("_", ""), 0)
+    except ValueError:
+        return text
+    return None if value else "0"
+
+
+def _expression_facts(env: Environment, text: str) -> ExpressionFacts:
+    parser = Parser(env, text, state="variable")
+    tree = parser.parse_expression()
+    if not parser.stream.eos:
+        raise TemplateSyntaxError(
+            "chunk after expression", parser.stream.current.lineno, None, None
+        )
+    names: set[str] = set()
+    filters: list[str] = []
+    tests: list[str] = []
+    stack: list[nodes.Node] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, nodes.Name) and node.ctx == "load":
+            names.add(node.name)
+        elif isinstance(node, nodes.Filter):
+            filters.append(node.name)
+        elif isinstance(node, nodes.Test):
+            tests.append(node.name)
+        stack.extend(node.iter_child_nodes())
+    return ExpressionFacts(
+        frozenset(names),
+        tuple(dict.fromkeys(filters)),
+        tuple(dict.fromkeys(tests)),
+        _holding(tree, templates=False),
+    )
+
+
+class LazyExpression:
+    """A checked expression whose code is generated on its first evaluation, once per
+    bot version (as templates are): loading a fleet whose bots' conditions differ only in
+    a constant (`result.score > 0.7`) would otherwise generate code for each. Called like
+    the compiled expression it stands for."""
+
+    __slots__ = ("_compiled", "_env", "text")
+
+    def __init__(self, env: Environment, text: str) -> None:
+        self.text = text
+        self._env = env
+        self._compiled: Callable[..., Any] | None = None
+
+    def __call__(self, **context: Any) -> Any:
+        compiled = self._compiled
+        if compiled is None:  # two threads at once: both compile, the same code
+            compiled = self._compiled = compiled_expression(self._env, self.text)
+        return compiled(**context)
+
+    def __repr__(self) -> str:
+        return f"LazyExpression({self.text!r})"
+
+
+def compiled_expression(env: Environment, text: str) -> Callable[..., Any]:
+    """An expression's code (undefined values stay undefined, so a strict environment
+    fails on them), generated once per environment and text."""
+    cache = _parsed(env).compiled
+    compiled = cache.get(text)
+    if compiled is None:
+        compiled = cache[text] = env.compile_expression(text, undefined_to_none=False)
+    return compiled
+
+
 def conjunction_reads(env: Environment, expression: str) -> frozenset[str]:
     """Captured values a condition needs to hold: those read in its top-level `and` chain
     (`captured.name and captured.day`, `captured.count > 2`, `captured.x is not none`), so
     a step entered through it can count on them. A comparison that holds for a missing
     value (`captured.x != 'a'`, `captured.x == none`) counts for nothing."""
-    cache = _parsed(env).conditions
-    found = cache.get(expression)
-    if found is None:
-        found = cache[expression] = _conjunction_reads(env, expression)
-    return found
-
-
-def _conjunction_reads(env: Environment, expression: str) -> frozenset[str]:
-    tree = env.parse("{{ " + expression + " }}")
-    output = tree.body[0]
-    if not isinstance(output, nodes.Output) or len(output.nodes) != 1:
-        return frozenset()
-    return _holding(output.nodes[0], templates=False)
+    return expression_facts(env, expression).holding
 
 
 def _holding(test: nodes.Node, *, templates: bool) -> frozenset[str]:

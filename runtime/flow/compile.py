@@ -19,7 +19,10 @@ from runtime.flow.captures import (
     CAPTURED,
     NO_READS,
     CapturedReads,
+    LazyExpression,
+    compiled_expression,
     conjunction_reads,
+    expression_facts,
     template_reads,
 )
 from runtime.flow.schema import ANY_TOOL, CaptureSpec, ContextMode, Step, TransitionKind
@@ -99,6 +102,7 @@ class FlowChecker(Protocol):
 
     bot: Bot
     prompts: PromptEnvironment
+    eager: bool  # generate code now (`dialplan validate`), not on first use
 
     def problem(self, key: str, message: str, fix: str = "", **where: Any) -> None: ...
 
@@ -123,6 +127,56 @@ def _type_key(spec: CaptureSpec) -> Any:
     return frozenset(spec.type) if isinstance(spec.type, list) else spec.type
 
 
+def checked_expression(
+    check: FlowChecker,
+    key: str,
+    text: str,
+    names: set[str],
+    *,
+    what: str,
+    hint: str = "write a Jinja expression",
+    names_hint: str = "",
+) -> Any | None:
+    """A condition or a tool's `capture` expression, checked against the ``names`` it may
+    read: its syntax, filters and tests now; its code too when ``check.eager``, else on
+    its first evaluation (`LazyExpression`). None (and a problem reported) if it is bad.
+    ``hint`` is the fix of a syntax error, ``names_hint`` starts that of an unknown name."""
+    env = check.prompts.env
+    try:
+        facts = expression_facts(env, text)
+    except jinja2.TemplateSyntaxError as exc:
+        check.problem(key, f"invalid {what} {text!r}: {exc.message}", hint)
+        return None
+    bad = False
+    used = (("filter", facts.filters, env.filters), ("test", facts.tests, env.tests))
+    for kind, names_used, known in used:
+        for name in names_used:
+            if name not in known:
+                bad = True
+                check.problem(
+                    key,
+                    f"invalid {what} {text!r}: no {kind} named {name!r}",
+                    suggest(name, sorted(known), what=f"available {kind}s"),
+                )
+    for name in sorted(n for n in facts.names - names if n not in env.globals):
+        bad = True
+        check.problem(
+            key,
+            f"unknown name `{name}` in {text!r}",
+            (f"{names_hint}; " if names_hint else "")
+            + suggest(name, sorted(names), what=f"names a {what} can read"),
+        )
+    if bad:
+        return None
+    if not check.eager:
+        return LazyExpression(env, text)
+    try:
+        return compiled_expression(env, text)
+    except jinja2.TemplateError as exc:  # what only generating its code finds
+        check.problem(key, f"invalid {what} {text!r}: {exc}", hint)
+        return None
+
+
 class _FlowCompiler:
     def __init__(self, check: FlowChecker, tool_captures: Mapping[str, frozenset[str]]) -> None:
         self.check = check
@@ -132,6 +186,10 @@ class _FlowCompiler:
         self.env = check.prompts.env
         self.tool_captures = tool_captures
         self.bound = sorted(self._bound_names())
+        self.bound_set = frozenset(self.bound)
+        # what a condition may read: alone, and `after` a tool (its `result` too)
+        self.condition_names = set(self.bot.variables) | {CAPTURED, STEP}
+        self.after_names = self.condition_names | {"result"}
         self.ending = {
             str(b.options().get("name") or b.use) for b in self.bot.tools if b.use in ENDING_TOOLS
         }
@@ -177,7 +235,7 @@ class _FlowCompiler:
 
     def check_tools(self, key: str, tools: list[str]) -> None:
         for index, tool in enumerate(tools):
-            if tool not in self.bound:
+            if tool not in self.bound_set:
                 self.problem(
                     f"{key}[{index}]",
                     f"names tool {tool!r}, which this bot does not bind",
@@ -224,7 +282,7 @@ class _FlowCompiler:
         then_is_step = False
         if step.then is not None:
             then_is_step = step.then in self.bot.steps
-            if not then_is_step and step.then not in self.bound:
+            if not then_is_step and step.then not in self.bound_set:
                 self.problem(
                     f"{key}.then",
                     f"{step.then!r} is neither a step nor a tool this bot binds",
@@ -237,8 +295,10 @@ class _FlowCompiler:
                 "so does a bound tool",
                 f"rename the bound tool (its `name`) to something other than {REMEMBER_TOOL!r}",
             )
+        llm_tools: dict[str, int] = {}  # the `when` transitions' tool names, first index
         transitions = tuple(
-            self.compile_transition(name, step, index, tools) for index in range(len(step.next))
+            self.compile_transition(name, step, index, tools, llm_tools)
+            for index in range(len(step.next))
         )
         return (
             CompiledStep(
@@ -256,16 +316,20 @@ class _FlowCompiler:
         )
 
     def compile_transition(
-        self, source: str, step: Step, index: int, tools: tuple[str, ...]
+        self,
+        source: str,
+        step: Step,
+        index: int,
+        tools: tuple[str, ...],
+        llm_tools: dict[str, int],
     ) -> CompiledTransition:
         transition = step.next[index]
         key = f"steps.{source}.next[{index}]"
-        steps = list(self.bot.steps)
         if transition.to not in self.bot.steps:
             self.problem(
                 f"{key}.to",
                 f"no step named {transition.to!r}",
-                suggest(transition.to, steps, what="steps"),
+                suggest(transition.to, list(self.bot.steps), what="steps"),
             )
         kind = transition.kind
         tool: str | None = None
@@ -273,14 +337,10 @@ class _FlowCompiler:
         if kind == "llm":
             tool = transition.tool_name()
             description = transition.when or ""
-            clash = [
-                i
-                for i, t in enumerate(step.next[:index])
-                if t.when is not None and t.tool_name() == tool
-            ]
+            clash = llm_tools.setdefault(tool, index)
             user = None
-            if clash:
-                user = f"steps.{source}.next[{clash[0]}]"
+            if clash != index:
+                user = f"steps.{source}.next[{clash}]"
             elif tool in tools:
                 user = f"the bound tool {tool!r}"
             elif tool == REMEMBER_TOOL and step.capture:
@@ -300,9 +360,7 @@ class _FlowCompiler:
                 self.check_watched_tool(f"{key}.{field_name}", tool, offered, source)
         condition = None
         if transition.condition is not None:
-            names = set(self.bot.variables) | {CAPTURED, STEP}
-            if kind == "after":
-                names.add("result")
+            names = self.after_names if kind == "after" else self.condition_names
             condition = self.condition(f"{key}.if", transition.condition, names)
             description = (
                 f"after {tool}, if {transition.condition}"
@@ -335,7 +393,7 @@ class _FlowCompiler:
     def check_watched_tool(
         self, key: str, tool: str, tools: tuple[str | None, ...], step: str
     ) -> None:
-        if tool not in self.bound:
+        if tool not in self.bound_set:
             self.problem(
                 key,
                 f"watches tool {tool!r}, which this bot does not bind",
@@ -349,19 +407,9 @@ class _FlowCompiler:
             )
 
     def condition(self, key: str, text: str, names: set[str]) -> Any | None:
-        try:
-            compiled, used = self.check.prompts.expression(text)
-        except jinja2.TemplateSyntaxError as exc:
-            self.problem(
-                key, f"invalid condition {text!r}: {exc.message}", "write a Jinja expression"
-            )
-            return None
-        for name in sorted(used - names - set(self.env.globals)):
-            self.problem(
-                key,
-                f"unknown name `{name}` in {text!r}",
-                suggest(name, sorted(names), what="names a condition can read"),
-            )
+        compiled = checked_expression(self.check, key, text, names, what="condition")
+        if compiled is None:
+            self.failed = True
         return compiled
 
     def reads(self, template: PromptTemplate | None) -> CapturedReads:
@@ -438,21 +486,27 @@ class _FlowCompiler:
         defaults: Mapping[str, Any],
     ) -> None:
         set_anywhere = set(captures) | self.tool_captures_all()
-        if not any(found.all for by_key in reads.values() for found in by_key.values()):
-            return
-        guaranteed, witness = self.guaranteed(edges, reachable, frozenset(defaults))
-        for step_name in steps:
-            if step_name not in reachable:
-                continue
-            for key, found in reads[step_name].items():
-                for name in sorted(found.all - set_anywhere):
-                    self.problem(
-                        key,
-                        f"reads captured.{name}, which no transition, step or tool captures",
-                        suggest(name, sorted(set_anywhere), what="captured values")
-                        + "; declare it in a `capture` table",
-                    )
-                for name in sorted((found.unguarded & set_anywhere) - guaranteed[step_name]):
+        checked = [
+            (step_name, key, found)
+            for step_name in steps
+            if step_name in reachable
+            for key, found in reads[step_name].items()
+            if found.all
+        ]
+        # only values some template reads unguarded (and no default provides) are followed
+        wanted = {n for _s, _k, found in checked for n in found.unguarded} & set_anywhere
+        wanted -= set(defaults)
+        guaranteed, witness = self.guaranteed(edges, reachable, wanted)
+        for step_name, key, found in checked:
+            for name in sorted(found.all - set_anywhere):
+                self.problem(
+                    key,
+                    f"reads captured.{name}, which no transition, step or tool captures",
+                    suggest(name, sorted(set_anywhere), what="captured values")
+                    + "; declare it in a `capture` table",
+                )
+            for name in sorted(found.unguarded & wanted):
+                if name not in guaranteed(step_name):
                     self.problem(
                         key,
                         f"reads captured.{name}, which is not captured on every path into "
@@ -462,38 +516,46 @@ class _FlowCompiler:
                     )
 
     def guaranteed(
-        self, edges: list[Edge], reachable: set[str], defaults: frozenset[str]
-    ) -> tuple[dict[str, frozenset[str]], Callable[[str, str], str]]:
-        """The captures present on every path into each step (a must-analysis: the
-        intersection over incoming ways, solved with a worklist), and a function naming
-        a path that lacks one."""
+        self, edges: list[Edge], reachable: set[str], wanted: set[str]
+    ) -> tuple[Callable[[str], frozenset[str]], Callable[[str, str], str]]:
+        """Which of the ``wanted`` captures are there on every path into a step (a
+        must-analysis: the intersection over incoming ways, solved with a worklist over
+        bit sets), and a function naming a path that lacks one."""
         start = self.flow.start
-        incoming: dict[str, list[Edge]] = {}
+        names = sorted(wanted)
+        bits = {name: 1 << index for index, name in enumerate(names)}
+        everything = (1 << len(names)) - 1
+        incoming: dict[str, list[tuple[str, int]]] = {}
         following: dict[str, list[str]] = {}
-        for edge in edges:
-            if edge.source in reachable:
-                incoming.setdefault(edge.to, []).append(edge)
-                following.setdefault(edge.source, []).append(edge.to)
-        everything = frozenset(self.tool_captures_all() | self.bot_captures() | defaults)
-        facts = {name: everything for name in reachable}
-        facts[start] = defaults  # a call starts with the defaults, whatever leads back here
-        pending = [name for name in reachable if name != start]
+        if names:
+            for edge in edges:
+                if edge.source in reachable:
+                    gives = 0
+                    for name in edge.gives:
+                        gives |= bits.get(name, 0)
+                    incoming.setdefault(edge.to, []).append((edge.source, gives))
+                    following.setdefault(edge.source, []).append(edge.to)
+        # a call starts with none of them (defaults are not wanted), whatever leads back
+        facts = dict.fromkeys(reachable, everything)
+        facts[start] = 0
+        pending = [name for name in reachable if name != start] if names else []
         queued = set(pending)
         while pending:
             name = pending.pop()
             queued.discard(name)
-            ways = incoming.get(name, ())
-            new = (
-                frozenset.intersection(*(facts[e.source] | e.gives for e in ways))
-                if ways
-                else defaults
-            )
+            new = everything
+            for source, gives in incoming.get(name, ()):
+                new &= facts[source] | gives
             if new != facts[name]:
                 facts[name] = new
                 for target in following.get(name, ()):
                     if target != start and target not in queued:
                         queued.add(target)
                         pending.append(target)
+
+        def present(step: str) -> frozenset[str]:
+            known = facts.get(step, 0)
+            return frozenset(name for name in names if known & bits[name])
 
         def witness(step: str, capture: str) -> str:
             """A path from the start on which no way captures ``capture``."""
@@ -524,15 +586,7 @@ class _FlowCompiler:
             hops = " -> ".join(f"{e.to} (by {e.key})" for e in reversed(path))
             return f"e.g. {start} -> {hops}"
 
-        return facts, witness
+        return present, witness
 
     def tool_captures_all(self) -> set[str]:
         return {name for names in self.tool_captures.values() for name in names}
-
-    def bot_captures(self) -> set[str]:
-        names: set[str] = set()
-        for step in self.bot.steps.values():
-            names |= set(step.capture)
-            for transition in step.next:
-                names |= set(transition.capture)
-        return names

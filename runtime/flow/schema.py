@@ -95,7 +95,8 @@ def _capture_specs(value: Any) -> Any:
     for name, spec in value.items():
         if not isinstance(name, str) or not VARIABLE_NAME.match(name):
             raise ValueError(f"{name!r} is not a valid capture name (letters, digits, _)")
-        specs[name] = {"type": spec} if isinstance(spec, str | list) else spec
+        # anything but a table is a type (a wrong one is told so, with the choices)
+        specs[name] = spec if isinstance(spec, dict | CaptureSpec) else {"type": spec}
     return specs
 
 
