@@ -72,8 +72,14 @@ class SimulatedCaller:
         keep_bot_audio: bool = False,
         on_line: Callable[[str], None] | None = None,
         barge_in: float | None = None,
+        call_sid: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
+        """``call_sid`` and ``headers`` (a handshake's ``X-Twilio-Signature``) play the
+        parts Twilio's own stream would have, for servers that check them."""
         self.url = url
+        self.call_sid = call_sid or "CA" + uuid.uuid4().hex
+        self.headers = headers or {}
         self.parameters = {"caller": caller, "callee": callee, **(variables or {})}
         if bot:
             self.parameters["bot"] = bot
@@ -94,7 +100,7 @@ class SimulatedCaller:
     async def call(self, lines: Sequence[str], synthesize: Synthesize) -> CallerReport:
         async with (
             aiohttp.ClientSession() as http,
-            http.ws_connect(self.url, max_msg_size=1 << 22) as ws,
+            http.ws_connect(self.url, max_msg_size=1 << 22, headers=self.headers) as ws,
         ):
             await ws.send_str(json.dumps({"event": "connected", "protocol": "Call"}))
             await ws.send_str(json.dumps(self._start_message()))
@@ -134,7 +140,7 @@ class SimulatedCaller:
             "start": {
                 "accountSid": "AC" + "0" * 32,
                 "streamSid": self.stream_sid,
-                "callSid": "CA" + uuid.uuid4().hex,
+                "callSid": self.call_sid,
                 "tracks": ["inbound"],
                 "customParameters": self.parameters,
                 "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},

@@ -13,6 +13,7 @@ use = "send_dtmf"
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from typing import Any
 
@@ -58,6 +59,12 @@ class TransferOptions(BaseModel):
     announcement: str = Field(
         "", description="said before transferring (template; sees `destination`)"
     )
+    allowed: list[str] = Field(
+        default_factory=list,
+        description="where a caller may be sent: numbers/URIs, or patterns like '+1555*' "
+        "or 'sip:*@pbx.example.com'; required when a target is a template (call "
+        "variables may come from the caller's side)",
+    )
     description: str = Field(
         "Transfer the caller to a human colleague when they ask for one or when you cannot "
         "help them.",
@@ -85,6 +92,20 @@ class TransferOptions(BaseModel):
             raise ValueError("give either `to` (one target) or `targets` (named targets)")
         return self
 
+    @model_validator(mode="after")
+    def _templated_targets_are_bounded(self) -> TransferOptions:
+        templated = [t for t in [self.to, *self.targets.values()] if snippet_names(t)]
+        if templated and not self.allowed:
+            raise ValueError(
+                f"the target {templated[0]!r} reads call variables, which may come from the "
+                "caller's side (a stream's parameters, job metadata): list where callers may "
+                'be sent in `allowed`, e.g. allowed = ["+1555*"]'
+            )
+        return self
+
+    def permits(self, target: str) -> bool:
+        return not self.allowed or any(fnmatch.fnmatchcase(target, p) for p in self.allowed)
+
     def variables_used(self) -> dict[str, frozenset[str]]:
         used = {"to": snippet_names(self.to), "announcement": snippet_names(self.announcement)}
         used |= {f"targets.{name}": snippet_names(t) for name, t in self.targets.items()}
@@ -108,6 +129,9 @@ def create_transfer(options: TransferOptions, call: CallContext | None) -> ToolD
             target = dial_target(render_snippet(template, context))
         except NotDialable as exc:
             raise ToolFailure(f"the transfer target is not a number or SIP URI: {exc}") from None
+        if not options.permits(target):
+            call.add_event("transfer_refused", target=target, allowed=list(options.allowed))
+            raise ToolFailure(f"{target} is not a place callers may be transferred to")
         if not call.control.can_transfer:  # checked now: after the goodbye is too late
             raise ToolFailure("this call cannot be transferred (there is no phone line)")
         call.request_end(

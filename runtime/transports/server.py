@@ -36,6 +36,7 @@ from runtime.transports.exotel import ExotelWire
 from runtime.transports.generic import GenericWire
 from runtime.transports.stream_call import StartFailed, StreamCall, await_start, send_error
 from runtime.transports.twilio import TwilioWire, connect_stream_twiml, refuse_twiml
+from runtime.transports.twilio_auth import TOKEN_PARAMETER, StreamTokens, signed_handshake
 from runtime.transports.wire import Start, Wire
 
 log = logging.getLogger("dialplan.server")
@@ -71,6 +72,7 @@ class CallServer:
     observers: list[Callable[[str, dict[str, Any]], None]] = field(default_factory=list)
     active: int = 0
     _runner: web.AppRunner | None = None
+    _stream_tokens: StreamTokens | None = None
     _sockets: set[web.WebSocketResponse] = field(default_factory=set)
     url: str = ""
 
@@ -96,6 +98,8 @@ class CallServer:
     async def start(self) -> str:
         if self.results is None:
             self.results = CallResults(self.registry)
+        if self.config.twilio_auth_token:
+            self._stream_tokens = StreamTokens(self.config.twilio_auth_token)
         self.results.listeners.append(self._keep)
         await self.results.start()
         self._runner = web.AppRunner(self.app(), handle_signals=False, access_log=None)
@@ -163,6 +167,8 @@ class CallServer:
         parameters = {"caller": caller, "callee": callee}
         if bot:
             parameters["bot"] = bot
+        if self._stream_tokens is not None:  # the stream must come back with it
+            parameters[TOKEN_PARAMETER] = self._stream_tokens.issue(form.get("CallSid", ""))
         return _twiml(connect_stream_twiml(self._stream_url(request), parameters))
 
     def _twilio_signed(self, request: web.Request, form: dict[str, str]) -> bool:
@@ -186,6 +192,14 @@ class CallServer:
     # -- WebSocket transports ----------------------------------------------------------
 
     async def twilio_stream(self, request: web.Request) -> web.WebSocketResponse:
+        token = self.config.twilio_auth_token
+        if token:
+            signature = request.headers.get("X-Twilio-Signature", "")
+            http_url = self._public(request)  # this request's URL, as the TwiML gave it
+            ws_url = http_url.replace("https://", "wss://").replace("http://", "ws://")
+            if not signed_handshake(token, [ws_url, http_url], signature):
+                log.warning("rejected a Twilio stream with a missing or invalid signature")
+                raise web.HTTPForbidden(text="invalid X-Twilio-Signature")
         return await self._serve_stream(request, TwilioWire())
 
     async def exotel_stream(self, request: web.Request) -> web.WebSocketResponse:
@@ -217,6 +231,15 @@ class CallServer:
             await ws.close(code=1008, message=str(exc).encode()[:120])
             return
         request = self._request(start, wire)
+        if isinstance(wire, TwilioWire) and self._stream_tokens is not None:
+            refusal = self._stream_tokens.redeem(start.auth_token, start.call_id)
+            if refusal:
+                log.warning("rejected a Twilio stream: %s", refusal)
+                cause = f"unauthenticated stream: {refusal}"
+                await self._finish(self._unstarted_record(request, DisconnectedBy.REJECTED, cause))
+                await send_error(ws, wire, cause)
+                await ws.close(code=1008, message=cause.encode()[:120])
+                return
         if self.active >= self.config.max_concurrent_calls:
             cause = f"at capacity ({self.active}/{self.config.max_concurrent_calls} calls)"
             await self._finish(self._unstarted_record(request, DisconnectedBy.REJECTED, cause))
@@ -256,10 +279,11 @@ class CallServer:
             self.active -= 1
 
     def _request(self, start: Start, wire: Wire) -> CallRequest:
-        bot = start.bot or self.config.default_bot or _only_bot(self.catalog()) or ""
+        snapshot = self.catalog()
+        bot = start.bot or self.config.default_bot or _only_bot(snapshot) or ""
         return CallRequest(
             bot=bot,
-            variables=start.variables,
+            variables=_declared_only(start.variables, snapshot, bot, wire.transport),
             transport=wire.transport,
             direction="outbound" if start.outbound else "inbound",
             caller=start.caller,
@@ -301,6 +325,27 @@ class CallServer:
             target.write_text(record.model_dump_json(indent=2))
         for listener in self.listeners:
             listener(record)
+
+
+def _declared_only(
+    variables: dict[str, Any], snapshot: CatalogSnapshot, bot: str, transport: str
+) -> dict[str, Any]:
+    """Per-call variables from the wire, limited to those the bot declares: a stream's
+    parameters are the caller's side's to choose, and may not set what the bot never
+    asked for (an unknown bot is refused later, with its own error)."""
+    compiled = snapshot.bots.get(bot)
+    if compiled is None:
+        return variables
+    declared = compiled.bot.variables
+    refused = sorted(name for name in variables if name not in declared)
+    if refused:
+        log.warning(
+            "%s stream for bot %r: ignored variable(s) the bot does not declare: %s",
+            transport,
+            bot,
+            ", ".join(refused),
+        )
+    return {name: value for name, value in variables.items() if name in declared}
 
 
 def _only_bot(snapshot: CatalogSnapshot) -> str | None:

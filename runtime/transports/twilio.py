@@ -18,6 +18,7 @@ from typing import Any
 from xml.sax.saxutils import quoteattr
 
 from runtime.audio.mulaw import pcm16_to_ulaw, ulaw_to_pcm16
+from runtime.transports.twilio_auth import TOKEN_PARAMETER
 from runtime.transports.wire import (
     MAX_PAYLOAD_SECONDS,
     Ignored,
@@ -35,7 +36,7 @@ from runtime.transports.wire import (
 
 SAMPLE_RATE = 8000
 # names the webhook puts in <Parameter>s; everything else becomes a call variable
-RESERVED_PARAMETERS = frozenset({"bot", "caller", "callee", "direction"})
+RESERVED_PARAMETERS = frozenset({"bot", "caller", "callee", "direction", TOKEN_PARAMETER})
 
 
 class TwilioWire(Wire):
@@ -83,6 +84,7 @@ class TwilioWire(Wire):
             outbound=params.get("direction") == "outbound",
             sample_rate=SAMPLE_RATE,
             echoes_marks=True,
+            auth_token=_opt_str(params.get(TOKEN_PARAMETER)),
         )
 
     def _media(self, data: dict[str, Any]) -> Inbound:

@@ -33,6 +33,7 @@ class Start:
     sample_rate: int = 8000
     echoes_marks: bool = True
     outbound: bool = False  # we placed the call (a dialer bridged it): voicemail screening
+    auth_token: str | None = None  # a stream token our webhook issued (Twilio), to redeem
 
 
 @dataclass(frozen=True)

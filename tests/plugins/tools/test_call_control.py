@@ -40,6 +40,7 @@ on_error = "I could not press those keys."
 [[tools]]
 use = "transfer_call"
 to = "{{{{ desk }}}}"
+allowed = ["+1555*", "sip:*@pbx.example.com"]
 announcement = "Putting you through."
 [[tools]]
 use = "transfer_call"
@@ -78,6 +79,24 @@ async def test_transfer_says_the_announcement_then_hands_over(
     assert record.transcript[-1].text == "Putting you through."
     transfer = next(e for e in record.events if e.type == "transfer")
     assert transfer.data["outcome"] == "ok" and transfer.data["target"].startswith("sip:desk")
+
+
+async def test_a_target_outside_the_allow_list_is_refused(
+    registry: Registry, bot_dir: Callable[..., Path]
+) -> None:
+    """A call variable set by the caller's side (a stream parameter) cannot send the
+    caller anywhere the bot does not allow."""
+    call_session = start_call(registry, bot_dir, desk="+19005550199")
+    control = call_session.call.control
+    assert isinstance(control, SimulatedControl)
+    await call_session.start()
+    await call_session.say_text("can I talk to a person")
+    record = await call_session.close()
+    assert control.transfers == [] and record.transferred_to is None
+    refused = next(e for e in record.events if e.type == "transfer_refused")
+    assert refused.data["target"] == "+19005550199"
+    failed = next(e for e in record.events if e.type == "tool_call")
+    assert failed.data["error"] == "+19005550199 is not a place callers may be transferred to"
 
 
 async def test_named_targets_let_the_llm_choose(
@@ -179,11 +198,16 @@ async def test_dtmf_rejects_what_is_not_a_key(
             "give either `to` (one target) or `targets`",
         ),
         (
-            'use = "transfer_call"\nto = "{{ desk_number }}"',
+            'use = "transfer_call"\nto = "{{ desk_number }}"\nallowed = ["+1*"]',
             "tools[0].to: uses undefined variable `desk_number`",
         ),
         (
-            'use = "transfer_call"\ntargets = { a = "{{ nope }}" }',
+            'use = "transfer_call"\nto = "{{ desk }}"',
+            "tools[0]: the target '{{ desk }}' reads call variables, which may come from the "
+            "caller's side",
+        ),
+        (
+            'use = "transfer_call"\ntargets = { a = "{{ nope }}" }\nallowed = ["+1*"]',
             "tools[0].targets.a: uses undefined variable `nope`",
         ),
         ('use = "send_dtmf"\ndigits = "1"', "tools[0].digits: unknown key"),
