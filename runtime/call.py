@@ -202,6 +202,15 @@ class CallContext:
             self._ended = asyncio.Event()
         return self._ended
 
+    def progress_record(self) -> CallRecord:
+        """The record as far as the call got: no end, no reason yet (a checkpoint)."""
+        record = self.to_record()
+        record.ended_at = None
+        record.disconnected_by = None
+        record.cause = None
+        record.duration = self.elapsed()
+        return record
+
     def to_record(self, *, ended_at: dt.datetime | None = None) -> CallRecord:
         ended_at = ended_at or dt.datetime.now(dt.timezone.utc)
         end = self.end_request
@@ -227,6 +236,26 @@ class CallContext:
             transcript=list(self.transcript),
             events=list(self.events),
         )
+
+
+def died_mid_call(record: CallRecord, now: dt.datetime) -> CallRecord:
+    """A checkpoint of a call whose process stopped before it ended (killed, crashed),
+    closed as `error` with the last state it reached."""
+    last_known = record.started_at + dt.timedelta(seconds=record.duration)
+    state = f"{len(record.transcript)} transcript entries"
+    if record.step:
+        state += f", in step {record.step!r}"
+    return record.model_copy(
+        update={
+            "ended_at": last_known,
+            "disconnected_by": DisconnectedBy.ERROR,
+            "cause": (
+                "the process serving this call stopped while it was in progress (killed or "
+                f"crashed); last known state at {record.duration:.1f} s: {state}; closed at "
+                f"{now.isoformat(timespec='seconds')}"
+            ),
+        }
+    )
 
 
 def unstarted_record(

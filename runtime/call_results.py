@@ -14,11 +14,13 @@ marked as such, so they are still delivered.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from runtime.call import died_mid_call
 from runtime.postcall import run_post_call
 from runtime.record import CallRecord
 
@@ -49,6 +51,7 @@ class CallResults:
         self.durable_ms: list[float] = []  # hang-up → record durable, per call (bounded)
         self._post_call: set[asyncio.Task[CallRecord]] = set()
         self.session_ids: list[str] = []  # the records this process made (the last 1,000)
+        self._ended: set[str] = set()  # calls whose final record was handed over
         # after `aclose(deliver_within=...)`: (session_id, sink, state) not delivered yet
         self.undelivered: list[tuple[str, str, str]] = []
 
@@ -60,16 +63,32 @@ class CallResults:
 
     async def start(self) -> None:
         if self.outbox is not None:
+            now = dt.datetime.now(dt.timezone.utc)
             for record in await self.outbox.held():
+                if record.ended_at is None:  # a checkpoint: the call itself was cut off
+                    record = died_mid_call(record, now)
+                    log.warning("closed %s, cut off mid-call: %s", record.session_id, record.cause)
+                else:
+                    log.warning(
+                        "released %s, whose post-call work was interrupted", record.session_id
+                    )
                 record.analysis_error = record.analysis_error or INTERRUPTED
                 await self.outbox.release(record)
-                log.warning("released %s, whose post-call work was interrupted", record.session_id)
         if self.deliverer is not None:
             self.deliverer.start()
+
+    async def checkpoint(self, record: CallRecord) -> None:
+        """A call in progress, as far as it got, stored held (see `call_checkpoints`).
+        Never after the call's final record: that one must win."""
+        if self.outbox is not None and record.session_id not in self._ended:
+            await self.outbox.put(record, held=True)
 
     async def ended(self, record: CallRecord, bot: CompiledBot | None) -> asyncio.Task[CallRecord]:
         """Make the record durable now; post-call work and delivery follow in a task."""
         started = time.perf_counter()
+        self._ended.add(record.session_id)
+        if len(self._ended) > 10_000:  # only a checkpoint racing its own call's end matters
+            self._ended = {record.session_id}
         self.session_ids.append(record.session_id)
         del self.session_ids[:-1000]
         if self.outbox is not None:

@@ -31,3 +31,11 @@ class ResultsBridge:
 
     async def _ended(self, record: CallRecord, bot: CompiledBot | None) -> None:
         await self.results.ended(record, bot)  # the post-call task stays on the worker loop
+
+    async def checkpoint(self, record: CallRecord) -> None:
+        """A call in progress stored on the worker's loop (see `runtime.call_checkpoints`)."""
+        if asyncio.get_running_loop() is self.loop:
+            await self.results.checkpoint(record)
+            return
+        future = asyncio.run_coroutine_threadsafe(self.results.checkpoint(record), self.loop)
+        await asyncio.wrap_future(future)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from runtime.call import CallRequest, unstarted_record
+from runtime.call_checkpoints import Checkpoints, Save
 from runtime.catalog import CatalogSnapshot
 from runtime.compiler import CompiledBot
 from runtime.errors import CallRejected, DialplanError
@@ -49,6 +50,7 @@ class RoomCallServices:
     fleet: FleetConfig
     hand_off: HandOff
     recordings_dir: Path = Path("recordings")
+    checkpoint: Save | None = None  # stores a call's progress while it runs
 
 
 async def serve_room_call(
@@ -114,6 +116,9 @@ async def _converse(
     else:
         start_options["record"] = False
     disconnected_by, cause = DisconnectedBy.CUSTOMER, None
+    checkpoints = Checkpoints(call, services.checkpoint) if services.checkpoint else None
+    if checkpoints is not None:
+        checkpoints.start()
     left = asyncio.create_task(line.party_left(party), name="dialplan.party_left")
     try:
         await call_session.start(**start_options)
@@ -130,6 +135,8 @@ async def _converse(
     except Exception as exc:  # the pipeline failed: end the call, keep the record
         disconnected_by, cause = DisconnectedBy.ERROR, f"{type(exc).__name__}: {exc}"
     left.cancel()
+    if checkpoints is not None:
+        await checkpoints.aclose()
     record = await call_session.close(disconnected_by, cause=cause)
     await line.hang_up()  # the room goes: LiveKit ends the SIP leg with a BYE
     if record_audio:

@@ -256,12 +256,14 @@ class Worker:
         with self._lock:
             self.active_calls += 1
         try:
+            bridge = ResultsBridge(self.results, self._results_loop())
             services = RoomCallServices(
                 catalog=self.catalog,
                 registry=self.registry,
                 fleet=self.fleet,
-                hand_off=ResultsBridge(self.results, self._results_loop()).ended,
+                hand_off=bridge.ended,
                 recordings_dir=Path("recordings"),
+                checkpoint=bridge.checkpoint,
             )
             line = (self.line_factory or self._livekit_line)(ctx)
             await serve_room_call(line, ctx.job.metadata, services)

@@ -259,8 +259,15 @@ class CallServer:
                 await ws.close(code=1008, message=str(exc).splitlines()[0].encode()[:120])
                 return
             record_audio = self.config.record_all or plan.bot.bot.recording.enabled
+            assert self.results is not None
             call = StreamCall(
-                ws, wire, plan, start, record_audio=record_audio, observers=self.observers
+                ws,
+                wire,
+                plan,
+                start,
+                record_audio=record_audio,
+                observers=self.observers,
+                checkpoint=self.results.checkpoint,
             )
             try:
                 record = await call.run()

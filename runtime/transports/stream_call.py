@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from runtime.call import CallContext
+from runtime.call_checkpoints import Checkpoints, Save
 from runtime.flow.graph import ending_tool_names, graph_json
 from runtime.lifecycle import apology_possible
 from runtime.record import CallEvent, CallRecord, DisconnectedBy, TranscriptEntry
@@ -104,8 +105,12 @@ class StreamCall(MediaSink):
         *,
         record_audio: bool,
         observers: Sequence[Callable[[str, dict[str, Any]], None]] = (),
+        checkpoint: Save | None = None,
     ) -> None:
+        """``checkpoint`` stores the call's progress durably while it runs (see
+        `runtime.call_checkpoints`)."""
         self.ws = ws
+        self.checkpoint = checkpoint
         self.wire = wire
         self.plan = plan
         self.start_event = start
@@ -180,6 +185,9 @@ class StreamCall(MediaSink):
             sample_rate=rate,
         )
         disconnected_by, cause = DisconnectedBy.CUSTOMER, None
+        checkpoints = Checkpoints(call, self.checkpoint) if self.checkpoint else None
+        if checkpoints is not None:
+            checkpoints.start()
         reader = asyncio.create_task(self._read(audio_in, call_session.call))
         try:
             await call_session.start()
@@ -194,6 +202,8 @@ class StreamCall(MediaSink):
             disconnected_by, cause = DisconnectedBy.ERROR, f"{type(exc).__name__}: {exc}"
             reader.cancel()
         audio_in.close()
+        if checkpoints is not None:
+            await checkpoints.aclose()
         record = await call_session.close(disconnected_by, cause=cause)
         if record.disconnected_by == DisconnectedBy.ERROR.value and not self.ws.closed:
             await self._apologise(call_session.providers.get("tts"), call, record)

@@ -46,9 +46,11 @@ min_endpointing_delay = "0.2s"
 
 @pytest.fixture
 def fake_bot(bot_dir: Callable[..., Path]) -> Callable[..., Path]:
-    def write(lines: list[str], name: str = "line") -> Path:
+    def write(lines: list[str], name: str = "line", variables: str = "") -> Path:
+        """``variables``: the body of a [variables] table, e.g. 'tier = "none"'."""
         quoted = "[" + ", ".join(f'"{line}"' for line in lines) + "]"
-        return bot_dir(name, FAKE_BOT.replace("{lines}", quoted))
+        declared = f"\n[variables]\n{variables}\n" if variables else ""
+        return bot_dir(name, FAKE_BOT.replace("{lines}", quoted) + declared)
 
     return write
 

@@ -65,3 +65,61 @@ def test_serve_names_a_busy_port(tmp_path: Path) -> None:
         run = run_dialplan("serve", "bots", "--port", str(port), cwd=tmp_path)
     assert run.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in run.stderr
+
+
+def test_a_call_cut_off_by_sigkill_is_closed_and_delivered_by_the_next_start(
+    tmp_path: Path,
+) -> None:
+    """The server dies mid-call (SIGKILL: no cleanup at all). Its last checkpoint of the
+    call is in the outbox; the next server on that outbox closes the call as `error`,
+    says why and how far it got, and delivers it."""
+    import asyncio
+    import signal
+
+    import aiohttp
+
+    (tmp_path / "bots").mkdir()
+    (tmp_path / "bots" / "desk.toml").write_text(BOT.format(reply="One."))
+    first = Serve("bots", "--port", "0", cwd=tmp_path)
+    try:
+        base = first.wait_for("browser widget").split()[-1].rstrip("/")
+        first.wait_for("call records        outbox")
+
+        async def call_then_kill() -> str:
+            url = base.replace("http://", "ws://") + "/ws"
+            async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+                await ws.send_str(json.dumps({"type": "start", "bot": "desk"}))
+                async for message in ws:
+                    if message.type == aiohttp.WSMsgType.TEXT:
+                        notice = json.loads(message.data)
+                        if notice["type"] == "started":
+                            await ws.send_bytes(b"\x00" * 3200)  # the caller's line is open
+                            await asyncio.sleep(1.0)  # the call is under way
+                            first.process.send_signal(signal.SIGKILL)
+                            return str(notice["session_id"])
+            raise AssertionError("the call never started")
+
+        session_id = asyncio.run(call_then_kill())
+    finally:
+        if first.process.poll() is None:
+            first.process.kill()
+        assert first.stop() == -signal.SIGKILL
+
+    second = Serve("bots", "--port", "0", "--results-jsonl", "records.jsonl", cwd=tmp_path)
+    try:
+        second.wait_for("call records        outbox")
+        deadline = time.monotonic() + 20
+        records: list[dict[str, object]] = []
+        while not records and time.monotonic() < deadline:
+            jsonl = tmp_path / "records.jsonl"
+            if jsonl.exists():
+                records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+            time.sleep(0.1)
+        (record,) = records
+        assert record["session_id"] == session_id
+        assert record["disconnected_by"] == "error"
+        assert "stopped while it was in progress (killed or crashed)" in str(record["cause"])
+        assert record["ended_at"] is not None and record["bot_id"] == "desk"
+    finally:
+        second.process.terminate()
+        assert second.stop() == 0
