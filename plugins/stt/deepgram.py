@@ -15,6 +15,7 @@ when a call builds its STT.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -74,7 +75,24 @@ MODELS = (
     "whisper-large",
 )
 
+# Deepgram names models `<family>[-<option>]` and takes a bare family (`nova-2`) as its
+# general option; options are added over time, so a known family with any option passes
+# (Deepgram itself answers for the rest) and only an unknown family is refused here
+FAMILIES = ("nova", "nova-2", "nova-3", "enhanced", "base", "whisper")
+
+_OPTION = re.compile(r"^[a-z][a-z0-9-]*$")
+
 NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+def _family_model(value: str) -> bool:
+    """A bare family (`nova-2`) or a family with a word option (`nova-2-ivr`)."""
+    for family in sorted(FAMILIES, key=len, reverse=True):
+        if value == family:
+            return True
+        if value.startswith(family + "-"):
+            return bool(_OPTION.match(value[len(family) + 1 :]))
+    return False
 
 
 class DeepgramSTTOptions(BaseModel):
@@ -128,7 +146,9 @@ class DeepgramSTTOptions(BaseModel):
                 f"{value!r} runs on Deepgram's v2 (Flux) API, which this provider does not "
                 'use; pick a nova model, e.g. "nova-3"'
             )
-        return check_known(value, MODELS, what="Deepgram model")
+        if value in MODELS or _family_model(value):
+            return value
+        return check_known(value, MODELS + FAMILIES, what="Deepgram model")
 
     @model_validator(mode="after")
     def _keyterm_needs_nova_3(self) -> DeepgramSTTOptions:

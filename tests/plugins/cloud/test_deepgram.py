@@ -50,6 +50,13 @@ def test_invalid_options(table: dict[str, Any], message: str) -> None:
         options(**table)
 
 
+@pytest.mark.parametrize("model", ["nova-2", "nova-3", "nova-2-phonecall", "nova-3-ivr"])
+def test_models_deepgram_accepts_are_accepted(model: str) -> None:
+    """A bare family is Deepgram's general model; new options of a known family pass too,
+    since this list can only lag behind Deepgram's."""
+    assert options(model=model).model == model
+
+
 def test_defaults() -> None:
     defaults = options()
     assert (defaults.model, defaults.language, defaults.keyterm) == ("nova-3", None, [])
