@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runtime.cli_args import UsageError, parse_vars
+from runtime.cli_args import UsageError, caller_arguments, parse_vars
 from runtime.errors import DialplanError, Problem
 
 if TYPE_CHECKING:
@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a litellm model that judges `expect_intent` (default: $DIALPLAN_JUDGE_MODEL; "
         "without one, intents are skipped)",
     )
+    caller_arguments(test)
     test.add_argument(
         "-v",
         "--verbose",
@@ -184,6 +185,7 @@ def _call_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="answer as if the bot were open, whatever its [schedule] says",
     )
+    caller_arguments(parser)
     _catalog_arguments(parser)
 
 
@@ -332,6 +334,8 @@ def cmd_test(args: argparse.Namespace) -> int:
                 bot_ids=args.bots_to_test or None,
                 prompts_dir=args.prompts,
                 judge_model=args.judge,
+                caller=args.caller,
+                callee=args.called,
             )
         )
     except Exception as exc:  # a crash of the runner itself: reported, and JUnit still written
@@ -462,6 +466,8 @@ def _plan(args: argparse.Namespace) -> CallPlan:
         variables=parse_vars(args.var, args.vars_file),
         overrides=overrides,
         transport="text",
+        caller=args.caller,
+        callee=args.called,
     )
     return plan_call(snapshot, request, registry)
 

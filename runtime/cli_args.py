@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -45,3 +46,9 @@ def decode_value(raw: str) -> Any:
         return raw
     # keep things like phone numbers and zip codes as strings
     return number if isinstance(number, int | float) and str(number) == stripped else raw
+
+
+def caller_arguments(parser: argparse.ArgumentParser) -> None:
+    """Both ends of a simulated line (`call.caller`, `call.callee` in templates)."""
+    parser.add_argument("--caller", metavar="NUMBER", help="the caller's number (call.caller)")
+    parser.add_argument("--called", metavar="NUMBER", help="the number called (call.callee)")

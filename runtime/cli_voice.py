@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runtime.cli_args import UsageError, parse_vars
+from runtime.cli_args import UsageError, caller_arguments, parse_vars
 from runtime.flow.narration import FLOW_EVENTS, flow_line
 
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ def add_voice_commands(commands: Any, default_bots: Path) -> None:
     simulate.add_argument("--script", type=Path, help="the caller's lines, one per line")
     simulate.add_argument("--say", action="append", default=[], metavar="TEXT")
     simulate.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
+    caller_arguments(simulate)
     simulate.add_argument(
         "--exact",
         action="store_true",
@@ -268,7 +269,14 @@ async def _simulate(
     url = server.url.replace("http://", "ws://") + "/twilio/stream"
     print(f"dialplan simulate — {bot.id} version {bot.version}, a phone call over {url}")
     try:
-        caller = SimulatedCaller(url, bot=bot.id, variables=variables, on_line=_show_caller)
+        ends = {"caller": args.caller, "callee": args.called}
+        caller = SimulatedCaller(
+            url,
+            bot=bot.id,
+            variables=variables,
+            on_line=_show_caller,
+            **{end: number for end, number in ends.items() if number},
+        )
         report = await caller.call(lines, voice.synthesize)
     finally:
         await server.stop()
@@ -282,6 +290,8 @@ async def _simulate(
         f"\n[call ended: disconnected_by={record.disconnected_by} "
         f"duration={record.duration:.1f}s cause={record.cause}]"
     )
+    if record.disconnected_by == "outside_hours":
+        print("[the bot is closed now: --ignore-schedule talks to it anyway]", file=sys.stderr)
     if latencies:
         shown = ", ".join(f"{x:.2f}" for x in latencies)
         print(

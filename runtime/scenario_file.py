@@ -116,6 +116,8 @@ class Scenario(_Strict):
     transfer_fails: str | None = Field(
         None, description="transfers on this call fail with this cause (e.g. a SIP status)"
     )
+    caller: str | None = Field(None, description="the caller's number (call.caller)")
+    callee: str | None = Field(None, description="the number called (call.callee)")
     turns: list[Turn] = Field(min_length=1)
 
     _valid_greeting = field_validator("expect_greeting")(_regex)

@@ -89,6 +89,8 @@ async def run_scenario(
             bot=bot_id,
             variables=scenario.variables,
             overrides=CallOverrides(ignore_schedule=True),
+            caller=scenario.caller,
+            callee=scenario.callee,
         )
         plan = plan_call(snapshot, request, registry)
     except DialplanError as exc:

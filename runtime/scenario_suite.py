@@ -38,7 +38,10 @@ async def run_suite(
     prompts_dir: Path | None = None,
     judge_model: str | None = None,
     out: Callable[[str], None] = print,
+    caller: str | None = None,
+    callee: str | None = None,
 ) -> SuiteOutcome:
+    """``caller``/``callee``: both ends of every scenario's line, unless it names its own."""
     outcome = SuiteOutcome()
     snapshot = load_catalog(bots_dir, registry, prompts_dir=prompts_dir)
     files = scenario_files(bots_dir, bot_ids)
@@ -70,6 +73,8 @@ async def run_suite(
             continue
         out(f"{path}")
         for scenario in loaded.scenarios:
+            if scenario.caller is None and scenario.callee is None and (caller or callee):
+                scenario = scenario.model_copy(update={"caller": caller, "callee": callee})
             result = await run_scenario(snapshot, registry, bot_id, scenario, judge=judge)
             print_result(result, out)
             outcome.results.append(result)
