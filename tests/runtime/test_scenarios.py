@@ -338,3 +338,47 @@ async def test_intents_are_judged_by_the_judge_llm(registry: Registry) -> None:
     result = await run_scenario(snapshot, registry, "receptionist", strict, judge=judge)
     assert [(m.where, m.expected) for m in result.mismatches] == [("turn 1", "intent: confirms")]
     assert "no confirmation promised" in result.mismatches[0].got
+
+
+def test_the_callers_number_reaches_templates_from_the_command_line(
+    bot_dir: Callable[..., Path], tmp_path: Path
+) -> None:
+    bots = bot_dir(
+        "line",
+        """
+        [prompt]
+        system = "x"
+        greeting = "Hello {{ call.caller or 'stranger' }}, you called {{ call.callee }}."
+        [llm]
+        provider = "rules"
+        """,
+    )
+    (bots / "line.scenarios.toml").write_text(
+        '[[scenarios]]\nname = "greets by number"\nexpect_greeting = "Hello \\\\+15550142, '
+        'you called \\\\+15550100"\nturns = [ { say = "hi" } ]\n'
+    )
+    run = run_dialplan(
+        "test",
+        "--bots",
+        str(bots),
+        "--caller",
+        "+15550142",
+        "--called",
+        "+15550100",
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    chat = run_dialplan(
+        "chat",
+        "line",
+        "--bots",
+        str(bots),
+        "--caller",
+        "+15550142",
+        "--called",
+        "+15550100",
+        "--say",
+        "hi",
+        cwd=tmp_path,
+    )
+    assert "bot> Hello +15550142, you called +15550100." in chat.stdout
