@@ -9,6 +9,7 @@ import os
 import signal
 import statistics
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -185,6 +186,7 @@ async def _serve(live: Any, registry: Registry, config: Any, results: Any, *, wa
     from runtime.transports.server import CallServer
 
     server = CallServer(live.current, registry, config, results=results)
+    warmer = await warm_voices(registry, live.current())
     await server.start()
     print(f"dialplan serve — {len(live.current())} bot(s) from {live.bots_dir}", flush=True)
     for line in endpoint_lines(server):
@@ -198,6 +200,8 @@ async def _serve(live: Any, registry: Registry, config: Any, results: Any, *, wa
         def on_reload(report: Any) -> None:
             for line in describe_reload(report):
                 print(line, flush=True)
+            # a bot that brings a voice not loaded yet: load it now, not on its first call
+            tasks.append(asyncio.create_task(rewarm(warmer, live.current())))
 
         tasks.append(asyncio.create_task(watch_catalog(live, on_reload, stop=stop)))
         print(f"  watching            {live.bots_dir} and {live.prompts_dir}", flush=True)
@@ -213,6 +217,24 @@ async def _serve(live: Any, registry: Registry, config: Any, results: Any, *, wa
         for task in tasks:
             await task
         await server.stop()
+
+
+async def warm_voices(registry: Registry, snapshot: Any) -> Any:
+    """Load every local voice model the bots use before the first call can arrive."""
+    from runtime.warmup import VoiceWarmer
+
+    warmer = VoiceWarmer(registry)
+    started = time.perf_counter()
+    warmed = await warmer.warm(snapshot.bots.values())
+    if warmed:
+        lines = ", ".join(w.line() for w in warmed)
+        print(f"  voices warmed       {lines} ({time.perf_counter() - started:.1f} s)", flush=True)
+    return warmer
+
+
+async def rewarm(warmer: Any, snapshot: Any) -> None:
+    for warmed in await warmer.warm(snapshot.bots.values()):
+        print(f"[warm] {warmed.line()}", flush=True)
 
 
 # -- simulate --------------------------------------------------------------------------
@@ -265,6 +287,7 @@ async def _simulate(
     server = CallServer(live.current, registry, config)
     server.observers.append(_show_activity)
     voice = CallerVoice(registry)
+    await warm_voices(registry, live.current())
     await server.start()
     url = server.url.replace("http://", "ws://") + "/twilio/stream"
     print(f"dialplan simulate — {bot.id} version {bot.version}, a phone call over {url}")

@@ -88,11 +88,16 @@ async def serve_terminal(
     for line in banner(live):
         out(line)
     server = None
+    warmer = None
     if server_config is not None:
         from runtime.cli_voice import endpoint_lines
         from runtime.transports.server import CallServer
+        from runtime.warmup import VoiceWarmer
 
         server = CallServer(live.current, registry, server_config)
+        warmer = VoiceWarmer(registry)
+        for warmed in await warmer.warm(live.current().bots.values()):
+            out(f"[warm] {warmed.line()}")
         try:
             await server.start()
         except OSError as exc:
@@ -105,9 +110,20 @@ async def serve_terminal(
             out(line)
         server.listeners.append(lambda record: out(_record_line(record)))
 
+    warming: set[asyncio.Task[None]] = set()
+
+    async def rewarm() -> None:
+        assert warmer is not None
+        for warmed in await warmer.warm(live.current().bots.values()):
+            out(f"[warm] {warmed.line()}")
+
     def on_reload(report: ReloadReport) -> None:
         for line in describe_reload(report):
             out(line)
+        if warmer is not None:  # a voice the new version brings is loaded now, not mid-call
+            task = asyncio.create_task(rewarm(), name="dialplan.warm")
+            warming.add(task)
+            task.add_done_callback(warming.discard)
 
     watcher = asyncio.create_task(
         watch_catalog(live, on_reload, stop=stop, ready=lambda: out("[dev] watching for changes")),

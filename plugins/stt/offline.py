@@ -94,6 +94,11 @@ class OfflineSTT(stt.STT):
             self._ensure_loaded()
             return self._transcribe(pcm)
 
+    def warm(self) -> None:
+        """Load the engine and run it once on a moment of silence, in this thread: what
+        a server does before its first call (`runtime.warmup`)."""
+        self._recognize_blocking(np.zeros(1600, dtype=np.int16))
+
     def prewarm(self) -> None:
         try:
             loop = asyncio.get_running_loop()

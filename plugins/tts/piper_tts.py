@@ -81,6 +81,11 @@ class PiperTTS(tts.TTS):
             if not emit(chunk.audio_int16_bytes):
                 return
 
+    def warm(self) -> None:
+        """Load the voice and speak one word, in this thread: the first call's greeting
+        then pays for neither (`runtime.warmup`)."""
+        self._synthesize_blocking("Hello.", lambda chunk: True)
+
     def prewarm(self) -> None:
         """Load the voice in the background as the session starts."""
         try:

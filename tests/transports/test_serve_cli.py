@@ -34,6 +34,9 @@ def test_serve_watch_reloads_bots_without_a_restart(tmp_path: Path) -> None:
     (bots / "desk.toml").write_text(BOT.format(reply="One."))
     server = Serve("bots", "--port", "0", "--watch", "--max-calls", "3", cwd=tmp_path)
     try:
+        # the bot's offline voices are loaded before the server listens
+        warmed = server.wait_for("voices warmed")
+        assert "stt pocketsphinx" in warmed and "tts piper" in warmed
         assert "1 bot(s)" in server.wait_for("dialplan serve —")
         base = server.wait_for("browser widget").split()[-1].rstrip("/")
         server.wait_for("capacity            3 concurrent calls")
