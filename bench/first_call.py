@@ -59,9 +59,9 @@ async def greeting_delay(url: str) -> float:
         feeding = asyncio.create_task(_feed(ws, silence))
         try:
             async for message in ws:
-                if message.type == aiohttp.WSMsgType.TEXT:
-                    if json.loads(message.data).get("event") == "media":
-                        return time.perf_counter() - began
+                text = message.data if message.type == aiohttp.WSMsgType.TEXT else "{}"
+                if json.loads(text).get("event") == "media":
+                    return time.perf_counter() - began
         finally:
             feeding.cancel()
             await ws.send_str(json.dumps({"event": "stop", "streamSid": "MZ1"}))
