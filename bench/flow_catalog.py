@@ -266,6 +266,7 @@ goodbye = "Thanks for calling {{{{ business_name }}}}. Goodbye!"
 [[tools]]
 use = "transfer_call"
 to = "{{{{ desk_number }}}}"
+allowed = ["+1555*"]
 
 [[dispositions]]
 name = "booked"

@@ -36,6 +36,17 @@ _SIMPLE_SUBSTITUTION = re.compile(
     r"\{\{-?\s*([A-Za-z_]\w*)(?:\.[A-Za-z_]\w*)*((?:\s*\|\s*[A-Za-z_]\w*)*)\s*-?\}\}"
 )
 MAX_CACHED_TEXTS = 50_000  # templates remembered by exact text (edits add old texts)
+# a Jinja tag as its lexer reads one: strings (which may hold "}}" or "%}") skipped over
+_STRING = r"'(?:[^'\\]|\\.)*'" + "|" + r'"(?:[^"\\]|\\.)*"'
+_TAG = re.compile(
+    r"\{\{(?:[^'\"}]|" + _STRING + r"|\}(?!\}))*\}\}"
+    r"|\{%(?:[^'\"%]|" + _STRING + r"|%(?!\}))*%\}"
+    r"|\{#.*?#\}",
+    re.DOTALL,
+)
+_RAW_BLOCK = re.compile(r"\{%-?\s*raw\b")
+_STRINGS = re.compile(_STRING)
+_BRACES = re.compile(r"[{}]")
 # names Jinja itself defines inside templates
 _TEMPLATE_NAMES = frozenset({"loop", "caller", "varargs", "kwargs", "self", "super"})
 
@@ -286,13 +297,47 @@ class PromptEnvironment:
         cache = self._facts_cache
         known = cache.by_text.get(source)  # unchanged text: not even a lex (reloads)
         if known is None:
-            known = self._facts_by_shape(source, name, filename)
+            tags = self._tag_shape(source)
+            known = cache.by_shape.get(tags) if tags is not None else None
+            if known is None:
+                known = self._facts_by_shape(source, name, filename)
+                # an error's message holds a column: shared by exact tokens only
+                if tags is not None and not isinstance(known, jinja2.TemplateSyntaxError):
+                    cache.by_shape[tags] = known
             if len(cache.by_text) >= MAX_CACHED_TEXTS:  # a long-lived reloading catalog
                 cache.by_text.clear()
             cache.by_text[source] = known
         if isinstance(known, jinja2.TemplateSyntaxError):
             raise known.with_traceback(None)  # a cached error must not collect frames
         return known
+
+    def _tag_shape(self, source: str) -> tuple[Any, ...] | None:
+        """The template's tags with their line numbers, found by a scan instead of
+        Jinja's lexer (a third of the cost of a new template): two templates with the
+        same tags on the same lines (and as many lines) lex to the same tokens but for
+        literal text, so they share their facts. None when the scan cannot be sure (a
+        raw block, line statements, a tag opener it could not close): then the lexer
+        decides."""
+        env = self.env
+        if env.line_statement_prefix or env.line_comment_prefix or _RAW_BLOCK.search(source):
+            return None
+        tags: list[tuple[int, str]] = []
+        line, position, data_end = 1, 0, 0
+        for found in _TAG.finditer(source):
+            data = source[data_end : found.start()]
+            tag = found.group()
+            if (
+                data.endswith("{")  # "{" + "{% ...": the lexer starts a tag one earlier
+                or any(marker in data for marker in _JINJA_MARKERS)
+                or (tag[1] != "#" and _BRACES.search(_STRINGS.sub("", tag[2:-2])))
+            ):
+                return None  # braces inside a tag: Jinja balances them, a scan cannot
+            line += source.count("\n", position, found.start())
+            position, data_end = found.start(), found.end()
+            tags.append((line, tag))
+        if any(marker in source[data_end:] for marker in _JINJA_MARKERS):
+            return None
+        return ("tags", source.count("\n"), *tags)
 
     def _facts_by_shape(
         self, source: str, name: str | None, filename: str | None
