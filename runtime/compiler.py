@@ -407,9 +407,10 @@ class _BotCheck:
         }
         for key, template in self.templates.items():
             try:
-                template.compile()
                 if key == "prompt.system":
                     render_static(template, info)
+                else:
+                    self.prompts.check_compiles(template)
             except jinja2.TemplateError as exc:
                 self.problem(key, f"cannot compile: {exc}")
 

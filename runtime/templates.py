@@ -311,6 +311,20 @@ class PromptEnvironment:
             raise known.with_traceback(None)  # a cached error must not collect frames
         return known
 
+    def check_compiles(self, template: PromptTemplate) -> None:
+        """Raise what generating the template's code raises (`dialplan validate`).
+        Generated code depends on a template's tokens, not on its literal text, so once
+        one template of a tag shape has compiled, its clones need not (a cloned fleet
+        generates each shape once instead of once per bot)."""
+        if template.is_plain:
+            return
+        shape = self._tag_shape(template.source)
+        if shape is not None and shape in self._facts_cache.compiled:
+            return
+        template.compile()
+        if shape is not None:
+            self._facts_cache.compiled.add(shape)
+
     def _tag_shape(self, source: str) -> tuple[Any, ...] | None:
         """The template's tags with their line numbers, found by a scan instead of
         Jinja's lexer (a third of the cost of a new template): two templates with the
@@ -418,6 +432,7 @@ class FactsCache:
     by_shape: dict[tuple[Any, ...], TemplateFacts | jinja2.TemplateSyntaxError] = field(
         default_factory=dict
     )
+    compiled: set[tuple[Any, ...]] = field(default_factory=set)  # tag shapes whose code generates
 
 
 @dataclass

@@ -183,6 +183,8 @@ class _Parsed:
     templates: dict[PromptTemplate, CapturedReads] = field(default_factory=dict)
     expressions: dict[str, ExpressionFacts] = field(default_factory=dict)  # by text
     compiled: dict[str, Callable[..., Any]] = field(default_factory=dict)  # by text
+    # ids of the (cached, so living) facts whose shape has generated code once
+    generated: set[int] = field(default_factory=set)
     # by tokens, numbers left out (see `expression_facts`)
     expression_shapes: dict[tuple[tuple[str, str | None], ...], ExpressionFacts] = field(
         default_factory=dict
@@ -489,6 +491,16 @@ class LazyExpression:
 
     def __repr__(self) -> str:
         return f"LazyExpression({self.text!r})"
+
+
+def generated_alike(env: Environment, facts: ExpressionFacts) -> bool:
+    """Whether an expression of the shape these facts belong to has generated its code
+    (texts sharing a shape differ only in numbers: their code generates alike)."""
+    return id(facts) in _parsed(env).generated
+
+
+def mark_generated(env: Environment, facts: ExpressionFacts) -> None:
+    _parsed(env).generated.add(id(facts))
 
 
 def compiled_expression(env: Environment, text: str) -> Callable[..., Any]:

@@ -23,6 +23,8 @@ from runtime.flow.captures import (
     compiled_expression,
     conjunction_reads,
     expression_facts,
+    generated_alike,
+    mark_generated,
     template_reads,
 )
 from runtime.flow.schema import ANY_TOOL, CaptureSpec, ContextMode, Step, TransitionKind
@@ -168,13 +170,17 @@ def checked_expression(
         )
     if bad:
         return None
-    if not check.eager:
+    if not check.eager or generated_alike(env, facts):
+        # a text of the same shape (numbers aside) already generated its code: this one
+        # generates the same, so validating needs not (it runs on first use)
         return LazyExpression(env, text)
     try:
-        return compiled_expression(env, text)
+        compiled = compiled_expression(env, text)
     except jinja2.TemplateError as exc:  # what only generating its code finds
         check.problem(key, f"invalid {what} {text!r}: {exc}", hint)
         return None
+    mark_generated(env, facts)
+    return compiled
 
 
 class _FlowCompiler:
