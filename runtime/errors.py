@@ -123,3 +123,24 @@ def suggest(name: str, known: Sequence[str], *, what: str) -> str:
     if close:
         return f"did you mean `{close[0]}`? {listing}"
     return listing
+
+
+# what people write for the value types of analysis fields and captures
+_TYPE_SYNONYMS = {
+    "boolean": "bool",
+    "int": "number",
+    "integer": "number",
+    "float": "number",
+    "str": "string",
+    "text": "string",
+    "array": "list",
+}
+
+
+def type_choice(value: str, choices: Sequence[str]) -> str:
+    """'did you mean `bool`?' for a value type written another way, then the choices."""
+    meant = _TYPE_SYNONYMS.get(value.lower())
+    listing = ", ".join(f'"{choice}"' for choice in choices)
+    if meant in choices:
+        return f'did you mean "{meant}"? types: {listing}'
+    return suggest(value, list(choices), what="types")

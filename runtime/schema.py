@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from runtime.durations import Duration
+from runtime.errors import type_choice
 from runtime.flow.schema import FlowConfig, Step
 from runtime.identifiers import BOT_ID as BOT_ID
 from runtime.identifiers import VARIABLE_NAME as VARIABLE_NAME
@@ -157,6 +158,7 @@ class DispositionRule(Strict):
 
 
 AnalysisFieldType = Literal["bool", "number", "string", "list"] | list[str]
+ANALYSIS_TYPES = ("bool", "number", "string", "list")
 POST_CALL_TIMEOUT = 60.0  # seconds; a post-call LLM job is not waited on by anyone live
 
 
@@ -189,6 +191,21 @@ class AnalysisConfig(Strict):
     timeout: Duration = Field(POST_CALL_TIMEOUT, description="give up (both attempts) after")
 
     _field_names = field_validator("fields")(_json_keys("field"))
+
+    @field_validator("fields", mode="before")
+    @classmethod
+    def _known_types(cls, value: Any) -> Any:
+        # one message naming the choices (and what was probably meant), not one per
+        # member of the union
+        if isinstance(value, dict):
+            for name, kind in value.items():
+                if isinstance(kind, str) and kind not in ANALYSIS_TYPES:
+                    raise ValueError(
+                        f"field {name!r}: {kind!r} is not a field type; "
+                        + type_choice(kind, ANALYSIS_TYPES)
+                        + ", or a list of allowed values"
+                    )
+        return value
 
     @field_validator("fields")
     @classmethod

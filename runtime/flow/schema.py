@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from runtime.errors import type_choice
 from runtime.identifiers import VARIABLE_NAME
 
 ContextMode = Literal["keep", "reset", "summary"]
@@ -79,10 +80,12 @@ class CaptureSpec(_Strict):
                 )
             return value
         if value not in CAPTURE_TYPES:
+            hint = type_choice(value, CAPTURE_TYPES) if isinstance(value, str) else ""
             raise ValueError(
                 f"{value!r} is not a capture type: use "
                 + ", ".join(f'"{t}"' for t in CAPTURE_TYPES)
                 + ' or a list of allowed values (e.g. ["morning", "afternoon"])'
+                + (f" ({hint.split('?')[0]}?)" if hint.startswith("did you mean") else "")
             )
         return value
 

@@ -126,3 +126,20 @@ def test_opening_hours_spans() -> None:
     ]:
         with pytest.raises(ValueError, match=message):
             parse_span(bad)
+
+
+
+def test_a_value_type_written_another_way_gets_what_was_meant() -> None:
+    with pytest.raises(ValidationError) as analysis:
+        Bot.model_validate(
+            {
+                "prompt": {"system": "x"},
+                "llm": {"provider": "rules"},
+                "analysis": {"prompt": "x", "fields": {"booked": "boolean"}},
+            }
+        )
+    assert "'boolean' is not a field type; did you mean \"bool\"?" in str(analysis.value)
+    from runtime.flow.schema import CaptureSpec
+
+    with pytest.raises(ValidationError, match='did you mean "number"'):
+        CaptureSpec.model_validate({"type": "integer"})
