@@ -49,7 +49,7 @@ SPY_ON_SOCKET = """
 })();
 """
 
-PAGE_ERRORS: dict[Page, list[str]] = {}  # uncaught exceptions in each page's scripts
+PAGE_ERRORS: dict[Page, list[str]] = {}  # script exceptions and failed requests, per page
 
 READ_TRANSCRIPT = """els => els.map(li => ({
   role: li.dataset.role,
@@ -110,6 +110,13 @@ async def open_widget(context: BrowserContext, server: CallServer, bot: str) -> 
     page = await context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    # every request the page makes is answered (no /favicon.ico 404 in the server's log)
+    page.on(
+        "response",
+        lambda response: (
+            errors.append(f"{response.status} {response.url}") if response.status >= 400 else None
+        ),
+    )
     PAGE_ERRORS[page] = errors
     await page.goto(server.url + "/")
     await page.wait_for_selector(f"#bot option[value='{bot}']", state="attached")
@@ -143,7 +150,7 @@ async def wait_for(page: Page, condition: str, what: str, arg: Any = None) -> No
 
 async def close(page: Page) -> None:
     await page.close()
-    assert PAGE_ERRORS.pop(page) == [], "the widget's script threw"
+    assert PAGE_ERRORS.pop(page) == [], "the widget threw or a request failed"
 
 
 async def wait_for_record(server: CallServer) -> None:
