@@ -240,6 +240,10 @@ async def test_the_page_shows_why_a_call_was_refused(
     assert await page.is_enabled("#call")
     await wait_for_record(server)
     assert server.records[-1].disconnected_by == "rejected"
+    # the page names its icon inline: a (headed) browser asks the server for none, so a
+    # server's log has no /favicon.ico 404 per visit
+    icon = await page.get_attribute("link[rel='icon']", "href")
+    assert icon is not None and icon.startswith("data:")
     await close(page)
 
 
