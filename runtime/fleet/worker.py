@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from runtime.fleet.room_line import RoomLine
     from runtime.live_catalog import LiveCatalog
     from runtime.registry import Registry
+    from runtime.warmup import VoiceWarmer
 
 log = logging.getLogger("dialplan.fleet")
 
@@ -89,6 +90,7 @@ class Worker:
     active_calls: int = 0
     server: AgentServer | None = None
     live: LiveCatalog | None = None
+    warmer: VoiceWarmer | None = None  # the voice models loaded before the first job
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: asyncio.Event | None = None
     _loop: asyncio.AbstractEventLoop | None = None  # the worker's own loop (results live there)
@@ -180,6 +182,13 @@ class Worker:
         self.live = LiveCatalog(bots_dir, self.registry)
         for problem in self.live.current().problems:
             log.error("%s", problem)
+        # the first job must not wait for a voice model to load: load them before the
+        # worker registers (and so before LiveKit dispatches anything to it)
+        from runtime.warmup import VoiceWarmer
+
+        self.warmer = VoiceWarmer(self.registry)
+        for warmed in await self.warmer.warm(self.live.current().bots.values()):
+            log.info("voice warmed: %s", warmed.line())
         if self.results is None:
             from runtime.fleet.results_config import open_results
 
@@ -224,9 +233,19 @@ class Worker:
 
         assert self.live is not None and self._stop is not None
 
+        warming: set[asyncio.Task[None]] = set()
+
+        async def rewarm() -> None:
+            assert self.live is not None and self.warmer is not None
+            for warmed in await self.warmer.warm(self.live.current().bots.values()):
+                log.info("voice warmed: %s", warmed.line())
+
         def on_reload(report: Any) -> None:
             for line in describe_reload(report):
                 log.info("%s", line)
+            task = asyncio.create_task(rewarm(), name="dialplan.warm")  # a voice it brings
+            warming.add(task)
+            task.add_done_callback(warming.discard)
 
         await watch_catalog(self.live, on_reload, stop=self._stop)
 
