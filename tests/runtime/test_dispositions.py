@@ -13,7 +13,7 @@ import pytest
 from runtime.catalog import load_catalog
 from runtime.compiler import CompiledBot
 from runtime.dispositions import BUILTIN_NAMES, apply_dispositions
-from runtime.record import CallRecord, DisconnectedBy, TranscriptEntry
+from runtime.record import CallEvent, CallRecord, DisconnectedBy, TranscriptEntry
 from runtime.registry import Registry
 
 from ..conftest import MINIMAL_BOT
@@ -309,3 +309,39 @@ name = "no_condition"
         for line in problems
     )
     assert any("dispositions[1].set.broken: template syntax error" in line for line in problems)
+
+
+def test_rules_over_a_tools_outcome_and_the_flows_values(
+    compile_bot: Callable[[str], CompiledBot],
+) -> None:
+    """The README's two ways to label a call by a tool that succeeded: its timeline
+    event, or a value it captured; and a flow's path."""
+    booked_call = (
+        "events | selectattr('type', 'eq', 'tool_call') | selectattr('data.name', 'eq', "
+        "'calendar_book') | selectattr('data.outcome', 'eq', 'ok') | list"
+    )
+    bot = compile_bot(
+        f"""
+        [[dispositions]]
+        name = "booked_by_event"
+        when = "{booked_call}"
+        [[dispositions]]
+        name = "booked_by_capture"
+        when = "captured.booking_ref is defined"
+        set = {{ reference = "{{{{ captured.booking_ref }}}}" }}
+        [[dispositions]]
+        name = "took_a_message"
+        when = "'take_message' in steps and step == 'message_taken'"
+        """
+    )
+    booked = [CallEvent(type="tool_call", at=2.0, data={"name": "calendar_book", "outcome": "ok"})]
+    failed = [
+        CallEvent(type="tool_call", at=2.0, data={"name": "calendar_book", "outcome": "error"})
+    ]
+    done = apply_dispositions(record(events=booked, captured={"booking_ref": "BK1"}), bot)
+    assert done.dispositions[:2] == ["booked_by_event", "booked_by_capture"]
+    assert done.fields == {"reference": "BK1"}
+    assert "booked_by_event" not in apply_dispositions(record(events=failed), bot).dispositions
+    path = record(steps=["triage", "emergency", "take_message", "message_taken"])
+    path.step = "message_taken"
+    assert apply_dispositions(path, bot).disposition == "took_a_message"
