@@ -7,24 +7,35 @@ UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 export UV_PYTHON_DOWNLOADS := never
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: all env demo test lint typecheck pytest validate scenarios bench dev clean browser postgres
+.PHONY: all env run-env demo test lint typecheck pytest validate scenarios bench dev clean browser postgres
 
 all: test
 
-# Bootstrap uv with pip when missing, then install exactly what uv.lock pins.
+# Bootstrap uv with pip when missing, then install exactly what uv.lock pins: everything
+# for the tests (the dev tools and every optional provider) ...
 env: .venv/.synced
 .venv/.synced: pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || test -x "$(UV)" || $(PYTHON) -m pip install --user --quiet uv
 	$(UV) sync --frozen --all-extras
+	@touch $@ .venv/.synced-run
+
+# ... or only what running dialplan needs (no dev tools, no optional providers): the demo
+run-env: .venv/.synced-run
+.venv/.synced-run: pyproject.toml uv.lock
+	@command -v uv >/dev/null 2>&1 || test -x "$(UV)" || $(PYTHON) -m pip install --user --quiet uv
+	$(UV) sync --frozen --no-dev --inexact
 	@touch $@
 
-demo: env
-	$(UV) run --frozen dialplan validate bots/
-	$(UV) run --frozen dialplan simulate receptionist --script bots/receptionist.demo.txt --exact --ignore-schedule --record -
+DIALPLAN := $(CURDIR)/.venv/bin/dialplan
+
+demo: run-env
+	$(DIALPLAN) validate bots/
+	$(DIALPLAN) simulate receptionist --script bots/receptionist.demo.txt --exact --ignore-schedule --record -
 	@echo "== a flow bot: the dentist's booking line (triage -> booking -> confirmation -> wrap-up)"
 	@# in a scratch directory: each run books into a new calendar file (var/ there)
-	cd "$$(mktemp -d)" && $(UV) run --project "$(CURDIR)" --frozen dialplan simulate dentist \
+	cd "$$(mktemp -d)" && $(DIALPLAN) simulate dentist \
 		--bots "$(CURDIR)/bots" --script "$(CURDIR)/bots/dentist.demo.txt" --exact
+	@echo "== next: source .venv/bin/activate, then dialplan chat dentist (see README.md)"
 
 lint: env
 	$(UV) run --frozen ruff check runtime plugins tests bench
