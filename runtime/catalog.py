@@ -66,7 +66,7 @@ def bot_files(paths: Iterable[Path]) -> list[Path]:
                 for p in sorted(path.glob("*.toml"))
                 if not p.name.endswith(SCENARIO_SUFFIX) and not p.name.startswith((".", "_"))
             )
-        else:
+        elif not path.name.endswith(SCENARIO_SUFFIX):  # a scenario file is not a bot
             found.append(path)
     return found
 

@@ -204,27 +204,41 @@ def _catalog_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from runtime.catalog import bot_files, load_catalog
+    from runtime.scenario_check import check_scenario_file, scenario_files_in
+    from runtime.scenario_file import bot_id_of
 
     registry = _registry()
     paths = args.paths or [Path(DEFAULT_BOTS)]
     for path in paths:
         if not path.exists():
             raise UsageError(f"{path}: no such file or directory")
-    if not bot_files(paths):
+    scenarios = scenario_files_in(paths)
+    # a scenario file named on its own is checked against the bots beside it
+    bot_paths = [p for p in paths if p.is_dir() or p not in scenarios]
+    bot_paths += sorted({p.parent for p in scenarios} - {p for p in paths if p.is_dir()})
+    if not bot_files(bot_paths):
         raise UsageError(f"no bot files (*.toml) under {', '.join(map(str, paths))}")
-    snapshot = load_catalog(paths, registry, prompts_dir=args.prompts, eager=True)
-    for problem in snapshot.problems:
+    snapshot = load_catalog(bot_paths, registry, prompts_dir=args.prompts, eager=True)
+    problems = list(snapshot.problems)
+    checked = []
+    for path in scenarios:
+        loaded, found = check_scenario_file(path, snapshot, registry)
+        problems += found
+        if loaded is not None and not found:
+            checked.append((path, loaded))
+    for problem in problems:
         print(problem)
-    if snapshot.problems:
-        files = {p.file for p in snapshot.problems}
+    if problems:
+        files = {p.file for p in problems}
         print(
-            f"\n{len(snapshot.problems)} problem(s) in {len(files)} file(s); "
-            f"{len(snapshot)} bot(s) valid",
+            f"\n{len(problems)} problem(s) in {len(files)} file(s); {len(snapshot)} bot(s) valid",
             file=sys.stderr,
         )
         return 1
     for bot in snapshot:
         print(f"ok  {bot.id}  version {bot.version}  ({bot.path})")
+    for path, loaded in checked:
+        print(f"ok  {bot_id_of(path)} scenarios  {len(loaded.scenarios)} scenario(s)  ({path})")
     return 0
 
 

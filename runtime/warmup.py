@@ -81,7 +81,7 @@ async def _warm_one(bot: CompiledBot, kind: str, resolved: ResolvedProvider) -> 
     started = time.perf_counter()
     name = resolved.entry.name
     try:
-        instance = resolved.entry.factory(resolved.options, _warming_call(bot))
+        instance = resolved.entry.factory(resolved.options, idle_call(bot))
         warm = getattr(instance, "warm", None)
         if callable(warm):
             await asyncio.to_thread(warm)
@@ -94,10 +94,11 @@ async def _warm_one(bot: CompiledBot, kind: str, resolved: ResolvedProvider) -> 
     return Warmed(kind, name, time.perf_counter() - started)
 
 
-def _warming_call(bot: CompiledBot) -> CallContext:
-    """What a provider factory is given: a call of this bot that never rings."""
+def idle_call(bot: CompiledBot) -> CallContext:
+    """A call of this bot that never rings: what a provider or tool factory is given when
+    it is built outside any call (warming, checking a tool's arguments)."""
     return CallContext(
-        request=CallRequest(bot=bot.id, transport="warmup"),
+        request=CallRequest(bot=bot.id, transport="idle"),
         bot=bot,
         variables=dict(bot.bot.defaults()),
         prompt=RenderedPrompt(static="", per_call="", greeting=""),

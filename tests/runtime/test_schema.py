@@ -128,7 +128,6 @@ def test_opening_hours_spans() -> None:
             parse_span(bad)
 
 
-
 def test_a_value_type_written_another_way_gets_what_was_meant() -> None:
     with pytest.raises(ValidationError) as analysis:
         Bot.model_validate(

@@ -233,9 +233,14 @@ def test_shipped_bots_are_valid() -> None:
         if not path.name.endswith(".scenarios.toml")
     )
     pattern = re.compile(r"^ok  ([a-z0-9_-]+)  version [0-9a-f]{12}  \(bots/\1\.toml\)$")
-    matches = [pattern.match(line) for line in run.lines]
+    bots = [line for line in run.lines if " scenarios  " not in line]
+    matches = [pattern.match(line) for line in bots]
     assert all(matches), run.lines
     assert sorted(m.group(1) for m in matches if m) == shipped
+    checked = [line.split()[1] for line in run.lines if " scenarios  " in line]
+    assert checked == sorted(
+        p.name[: -len(".scenarios.toml")] for p in (REPO / "bots").glob("*.scenarios.toml")
+    )
     assert run.stderr == ""
 
 
@@ -276,3 +281,57 @@ def test_validate_and_friends_never_import_livekit_or_litellm() -> None:
     report = json.loads(run.stdout)
     clean = {"status": 0, "livekit": False, "litellm": False}
     assert report == {"validate": clean, "plugins": clean, "schema": clean, "render": clean}
+
+
+def test_scenario_files_are_validated_against_their_bot(tmp_path: Path) -> None:
+    """`dialplan validate` checks the scenario files beside the bots, every problem in
+    one run: mocks and expected tools the bot does not have, arguments a tool does not
+    take, steps and captured values its flow does not know."""
+    import shutil
+
+    from tests.conftest import REPO
+
+    shutil.copytree(REPO / "bots", tmp_path / "bots")
+    shutil.copytree(REPO / "prompts", tmp_path / "prompts")
+    scenarios = tmp_path / "bots" / "dentist.scenarios.toml"
+    scenarios.write_text(
+        """
+[[scenarios]]
+name = "typos everywhere"
+start_step = "bookin"
+captured = { patient = "Ann" }
+mocks = { calendar_slot = { result = 1 } }
+[[scenarios.turns]]
+say = "monday?"
+expect_tool = { name = "calendar_slots", arguments = { dat = "monday" } }
+expect_step = "confirmaton"
+[[scenarios.turns]]
+say = "bye"
+expect_tool = "end_cal"
+"""
+    )
+    run = run_dialplan("validate", "bots", cwd=tmp_path)
+    assert run.returncode == 1
+    lines = [line.split("dentist.scenarios.toml: ")[1] for line in run.stdout.splitlines()]
+    assert lines == [
+        "scenarios[0].mocks.calendar_slot: bot 'dentist' binds no tool 'calendar_slot' "
+        "(did you mean `calendar_slots`? bound tools: calendar_book, calendar_slots, "
+        "end_call, transfer_call)",
+        "scenarios[0].start_step: no step named 'bookin' (did you mean `booking`? steps: "
+        "triage, booking, confirmation, wrap_up, emergency, take_message, message_taken)",
+        "scenarios[0].captured.patient: bot 'dentist' captures no value 'patient' (did you "
+        "mean `patient_name`? captured values: appointment, booking_ref, callback_number, "
+        "patient_name, service)",
+        "scenarios[0].turns[0].expect_tool.arguments.dat: tool 'calendar_slots' takes no "
+        "argument 'dat' (did you mean `date`? its arguments: date, service)",
+        "scenarios[0].turns[0].expect_step: no step named 'confirmaton' (did you mean "
+        "`confirmation`? steps: triage, booking, confirmation, wrap_up, emergency, "
+        "take_message, message_taken)",
+        "scenarios[0].turns[1].expect_tool.name: bot 'dentist' has no tool 'end_cal' (did "
+        "you mean `end_call`? its tools: calendar_book, calendar_slots, end_call, go_to_booking, "
+        "go_to_emergency, go_to_wrap_up, remember, transfer_call)",
+    ]
+    # named on its own, a scenario file is checked against the bots beside it, not as a bot
+    alone = run_dialplan("validate", "bots/reminder.scenarios.toml", cwd=tmp_path)
+    assert alone.returncode == 0, alone.stdout + alone.stderr
+    assert "ok  reminder scenarios  2 scenario(s)" in alone.stdout

@@ -47,7 +47,7 @@ class WarmablePlugin:
         register(kind="tts", name="warmable", factory=self.create, options=Level)
 
     def create(self, options: Level, call: CallContext) -> Any:
-        assert call.bot.id and call.request.transport == "warmup"
+        assert call.bot.id and call.request.transport == "idle"
         return WarmableTTS(self, options)
 
 
