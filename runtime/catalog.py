@@ -18,6 +18,7 @@ from runtime.compiler import BotCompiler, CompiledBot
 from runtime.errors import CallSetupError, Problem, suggest
 from runtime.registry import Registry
 from runtime.templates import PromptEnvironment
+from runtime.toml_positions import with_positions
 
 SCENARIO_SUFFIX = ".scenarios.toml"
 
@@ -48,12 +49,16 @@ class CatalogSnapshot:
 
 
 def id_clash(path: Path, bot_id: str, other: Path) -> Problem:
-    return Problem(
+    problem = Problem(
         path,
         f"bot id {bot_id!r} is already used by {other}",
         key="id",
         fix="give one of them a different `id` or file name",
     )
+    try:  # at its `id` line, when it has one (else the id is the file name)
+        return with_positions([problem], path.read_text(encoding="utf-8"))[0]
+    except OSError:
+        return problem
 
 
 def bot_files(paths: Iterable[Path]) -> list[Path]:

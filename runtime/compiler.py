@@ -35,6 +35,7 @@ from runtime.record import RECORD_FIELDS
 from runtime.registry import PROVIDER_KINDS, Registry
 from runtime.schema import Bot, ToolBinding
 from runtime.templates import PromptEnvironment, PromptTemplate, TemplateFailure
+from runtime.toml_positions import with_positions
 
 T = TypeVar("T")
 _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
@@ -123,6 +124,12 @@ class BotCompiler:
         return self.compile_source(path, raw)
 
     def compile_source(self, path: Path, raw: bytes) -> CompiledBot | list[Problem]:
+        result = self._compile_source(path, raw)
+        if isinstance(result, list):  # located at their keys' lines (the parser keeps none)
+            return with_positions(result, raw.decode("utf-8", errors="replace"), path)
+        return result
+
+    def _compile_source(self, path: Path, raw: bytes) -> CompiledBot | list[Problem]:
         known = self.parsed.get(path) if self.parsed is not None else None
         if known is not None and known[0] == raw:  # frozen models: safe to share
             return _BotCheck(self, path, raw, known[1]).run()

@@ -16,10 +16,20 @@ from runtime.errors import Problem, suggest
 from runtime.flow.compile import REMEMBER_TOOL
 from runtime.registry import Registry
 from runtime.scenario_file import Scenario, ScenarioFile, bot_id_of, load_scenario_file
+from runtime.toml_positions import with_positions
 from runtime.warmup import idle_call
 
 
 def check_scenario_file(
+    path: Path, snapshot: CatalogSnapshot, registry: Registry
+) -> tuple[ScenarioFile | None, list[Problem]]:
+    loaded, problems = _check(path, snapshot, registry)
+    if problems and path.is_file():
+        problems = with_positions(problems, path.read_text(encoding="utf-8", errors="replace"))
+    return loaded, problems
+
+
+def _check(
     path: Path, snapshot: CatalogSnapshot, registry: Registry
 ) -> tuple[ScenarioFile | None, list[Problem]]:
     loaded = load_scenario_file(path)

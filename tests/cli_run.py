@@ -57,3 +57,15 @@ def run_dialplan(*args: str, cwd: Path) -> Run:
         timeout=120,
     )
     return Run(done.returncode, done.stdout, done.stderr)
+
+
+def unlocated(lines: list[str]) -> list[str]:
+    """Problem lines without their `:LINE:COLUMN` (for tests about the message), after
+    checking every bot-file problem has one."""
+    import re
+
+    located = re.compile(r"^(\S+?\.toml):(\d+):(\d+): ")
+    for line in lines:
+        if ".toml: " in line.split(" ", 1)[0] + " ":
+            raise AssertionError(f"a problem line without its position: {line}")
+    return [located.sub(r"\1: ", line) for line in lines]

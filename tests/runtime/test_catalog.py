@@ -89,6 +89,6 @@ def test_duplicate_ids(bot_dir: Callable[..., Path], registry: Registry) -> None
     bots = bot_dir("b", 'id = "a"\n' + MINIMAL_BOT)
     snapshot = load_catalog(bots, registry)
     assert [str(p) for p in snapshot.problems] == [
-        f"{bots / 'b.toml'}: id: bot id 'a' is already used by {bots / 'a.toml'} "
+        f"{bots / 'b.toml'}:1:1: id: bot id 'a' is already used by {bots / 'a.toml'} "
         "(give one of them a different `id` or file name)"
     ]

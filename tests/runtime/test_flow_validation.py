@@ -110,9 +110,11 @@ def test_unknown_step_in_a_transition_suggests_the_closest(
     assert problem.message == "no step named 'bookng'"
     assert problem.fix == "did you mean `booking`? steps: triage, booking"
     assert str(problem).endswith(
-        "b.toml: steps.triage.next[0].to: no step named 'bookng' "
+        f"b.toml:{problem.line}:1: steps.triage.next[0].to: no step named 'bookng' "
         "(did you mean `booking`? steps: triage, booking)"
     )
+    written = (bot_dir("b", bot(flow)) / "b.toml").read_text().splitlines()
+    assert problem.line is not None and written[problem.line - 1].strip() == 'to = "bookng"'
 
 
 def test_steps_without_a_flow_table_have_no_start(bot_dir: BotDir, registry: Registry) -> None:
@@ -1208,7 +1210,12 @@ def test_validate_prints_each_flow_problem_as_file_key_message_fix(
     bot_dir("b", bot(flow))
     run = run_dialplan("validate", "bots", cwd=tmp_path)
     assert run.returncode == 1
-    assert run.lines == [f"bots/b.toml: steps.booking.say: {NOT_EVERY_PATH} ({READ_FIX})"]
+    [line] = run.lines
+    location, rest = line.split(": ", 1)
+    assert rest == f"steps.booking.say: {NOT_EVERY_PATH} ({READ_FIX})"
+    number = int(location.split(":")[1])  # bots/b.toml:LINE:COL, at the `say` key
+    written = (tmp_path / "bots" / "b.toml").read_text().splitlines()
+    assert written[number - 1].lstrip().startswith("say = ")
 
 
 # -- the runtime's capture checks ------------------------------------------------------------

@@ -50,36 +50,37 @@ def allowed(names: Iterable[str]) -> str:
     return ", ".join(sorted(names))
 
 
-# file stem -> (bot file, the exact problem line; "{prompts}" is the resolved prompts/ dir)
+# file stem -> (bot file, the exact problem line, located at the key's line and column;
+# "{prompts}" is the resolved prompts/ dir)
 CASES: dict[str, tuple[str, str]] = {
     "top_level_key": (
         bot_toml(top='descripton = "typo"'),
-        "bots/top_level_key.toml: descripton: unknown key "
+        "bots/top_level_key.toml:1:1: descripton: unknown key "
         f"(did you mean `description`? allowed keys: {allowed(Bot.model_fields)})",
     ),
     "nested_key": (
         bot_toml(tail='[limits]\nmax_duraton = "5m"'),
-        "bots/nested_key.toml: limits.max_duraton: unknown key "
+        "bots/nested_key.toml:8:1: limits.max_duraton: unknown key "
         f"(did you mean `max_duration`? allowed keys: {allowed(Limits.model_fields)})",
     ),
     "wrong_type": (
         bot_toml(tail='[limits]\nmax_tool_steps = "many"'),
-        "bots/wrong_type.toml: limits.max_tool_steps: Input should be a valid integer, "
+        "bots/wrong_type.toml:8:1: limits.max_tool_steps: Input should be a valid integer, "
         "unable to parse string as an integer (got 'many')",
     ),
     "bad_duration": (
         bot_toml(tail='[limits]\nsilence_timeout = "20 parsecs"'),
-        "bots/bad_duration.toml: limits.silence_timeout: '20 parsecs' is not a duration; "
+        "bots/bad_duration.toml:8:1: limits.silence_timeout: '20 parsecs' is not a duration; "
         "write e.g. '250ms', '20s', '15m' or '1h30m'",
     ),
     "unknown_provider": (
         bot_toml().replace('provider = "rules"', 'provider = "rulez"'),
-        "bots/unknown_provider.toml: llm.provider: unknown LLM provider 'rulez' "
+        "bots/unknown_provider.toml:5:1: llm.provider: unknown LLM provider 'rulez' "
         f"(did you mean `rules`? registered LLM providers: {LLM_PROVIDERS})",
     ),
     "bad_rules_option": (
         bot_toml(llm='defualt = "Pardon?"'),
-        "bots/bad_rules_option.toml: llm.defualt: unknown key "
+        "bots/bad_rules_option.toml:6:1: llm.defualt: unknown key "
         "(did you mean `default`? allowed keys: default, opening, rules)",
     ),
     "template_syntax": (
@@ -98,7 +99,7 @@ CASES: dict[str, tuple[str, str]] = {
             prompt='system = "You are a test bot."\ncontext = "You call {{ custmer_name }}."',
             tail='[variables]\ncustomer_name = "Ann"\nclinic = "Bright Smile"',
         ),
-        "bots/undefined_variable.toml: prompt.context: uses undefined variable `custmer_name` "
+        "bots/undefined_variable.toml:4:1: prompt.context: uses undefined variable `custmer_name` "
         "(declare it under [variables]; did you mean `customer_name`? "
         "declared: clinic, customer_name)",
     ),
@@ -107,40 +108,40 @@ CASES: dict[str, tuple[str, str]] = {
             prompt='system = "You call {{ customer_name }}."',
             tail='[variables]\ncustomer_name = "Ann"',
         ),
-        "bots/static_per_call.toml: prompt.system: uses `customer_name`, but the static "
+        "bots/static_per_call.toml:3:1: prompt.system: uses `customer_name`, but the static "
         "system prompt may only use `bot.*` (it is identical for every call so providers can "
         "cache it) (move per-call details to `prompt.context`)",
     ),
     "unknown_tool": (
         bot_toml(tail='[[tools]]\nuse = "end_cal"'),
-        "bots/unknown_tool.toml: tools[0].use: unknown tool 'end_cal' "
+        "bots/unknown_tool.toml:8:1: tools[0].use: unknown tool 'end_cal' "
         f"(did you mean `end_call`? registered tools: {TOOLS})",
     ),
     "unbound_tool": (
         bot_toml(llm='[[llm.rules]]\nmatch = "bye"\ntool = "end_call"'),
-        "bots/unbound_tool.toml: llm.rules[0].tool: calls tool 'end_call', which this bot "
+        "bots/unbound_tool.toml:8:1: llm.rules[0].tool: calls tool 'end_call', which this bot "
         "does not bind (add it under [[tools]]; bound tools: (none))",
     ),
     "bad_expression": (
         bot_toml(tail='[[dispositions]]\nname = "short"\nwhen = "duration <"'),
-        "bots/bad_expression.toml: dispositions[0].when: invalid expression 'duration <': "
+        "bots/bad_expression.toml:9:1: dispositions[0].when: invalid expression 'duration <': "
         "unexpected 'end of template'",
     ),
     "unknown_field": (
         bot_toml(tail='[[dispositions]]\nname = "short"\nwhen = "duraton < 5"'),
-        "bots/unknown_field.toml: dispositions[0].when: unknown name `duraton` in "
+        "bots/unknown_field.toml:9:1: dispositions[0].when: unknown name `duraton` in "
         "'duraton < 5' (did you mean `duration`? call record fields: "
         f"{allowed(RECORD_FIELDS)})",
     ),
     "bad_timezone": (
         bot_toml(tail='[schedule]\ntimezone = "Mars/Olympus_Mons"'),
-        "bots/bad_timezone.toml: schedule.timezone: unknown time zone 'Mars/Olympus_Mons'; "
+        "bots/bad_timezone.toml:8:1: schedule.timezone: unknown time zone 'Mars/Olympus_Mons'; "
         "use an IANA name like 'Europe/Berlin'",
     ),
     "twin_a": (bot_toml(top='id = "twin"'), ""),  # valid: the first file with the id wins
     "twin_b": (
         bot_toml(top='id = "twin"'),
-        "bots/twin_b.toml: id: bot id 'twin' is already used by bots/twin_a.toml "
+        "bots/twin_b.toml:1:1: id: bot id 'twin' is already used by bots/twin_a.toml "
         "(give one of them a different `id` or file name)",
     ),
     "good": (bot_toml(tail='[[tools]]\nuse = "end_call"'), ""),
@@ -218,7 +219,7 @@ def test_bad_provider_option_of_litellm(tmp_path: Path) -> None:
     run = dialplan("validate", "bots", cwd=tmp_path)
     keys = allowed(litellm_plugin.LiteLLMOptions.model_fields)
     assert run.lines == [
-        "bots/cloud.toml: llm.temprature: unknown key "
+        "bots/cloud.toml:7:1: llm.temprature: unknown key "
         f"(did you mean `temperature`? allowed keys: {keys})"
     ]
     assert run.returncode == 1
@@ -312,7 +313,10 @@ expect_tool = "end_cal"
     )
     run = run_dialplan("validate", "bots", cwd=tmp_path)
     assert run.returncode == 1
-    lines = [line.split("dentist.scenarios.toml: ")[1] for line in run.stdout.splitlines()]
+    found = [line.split("dentist.scenarios.toml:")[1] for line in run.stdout.splitlines()]
+    # each at its key's line (the inline tables' keys: the line holding them)
+    assert [line.split(": ")[0] for line in found] == ["6:1", "4:1", "5:1", "9:1", "10:1", "13:1"]
+    lines = [line.split(": ", 1)[1] for line in found]
     assert lines == [
         "scenarios[0].mocks.calendar_slot: bot 'dentist' binds no tool 'calendar_slot' "
         "(did you mean `calendar_slots`? bound tools: calendar_book, calendar_slots, "

@@ -94,10 +94,13 @@ def test_a_typo_in_an_option_key_suggests_the_option(
     snapshot = load_catalog(bots, registry)
 
     path = bots / "front-desk.toml"
-    assert sorted(str(problem) for problem in snapshot.problems) == [
-        f"{path}: stt.modle: unknown key "
+    lines = path.read_text().splitlines()
+    modle = lines.index('modle = "nova-3"') + 1
+    sped = lines.index("sped = 1.1") + 1
+    assert [str(problem) for problem in snapshot.problems] == [
+        f"{path}:{modle}:1: stt.modle: unknown key "
         f"(did you mean `model`? allowed keys: {allowed(DeepgramSTTOptions)})",
-        f"{path}: tts.sped: unknown key "
+        f"{path}:{sped}:1: tts.sped: unknown key "
         f"(did you mean `speed`? allowed keys: {allowed(CartesiaTTSOptions)})",
     ]
 
@@ -127,7 +130,8 @@ def test_a_bad_option_value_is_a_problem_of_the_bot_file(
 ) -> None:
     bots = bot_dir("front-desk", cloud_bot(stt=stt, tts=tts))
     (found,) = load_catalog(bots, registry).problems
-    assert str(found).startswith(f"{bots / 'front-desk.toml'}: {problem}")
+    where = f"{bots / 'front-desk.toml'}:{found.line}:{found.column}"
+    assert found.line is not None and str(found).startswith(f"{where}: {problem}")
 
 
 PROBE = """

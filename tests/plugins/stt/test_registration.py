@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.cli_run import run_dialplan
+from tests.cli_run import run_dialplan, unlocated
 
 BOT = '[prompt]\nsystem = "You are a test bot."\n[llm]\nprovider = "rules"\n[stt]\n'
 
@@ -40,7 +40,7 @@ def test_dialplan_validate_checks_the_options(tmp_path: Path) -> None:
     run = run_dialplan("validate", "bots", cwd=tmp_path)
 
     assert run.returncode == 1
-    lines = run.lines
+    lines = unlocated(run.lines)
     assert (
         "bots/typo.toml: stt.languge: unknown key "
         "(did you mean `language`? allowed keys: grammar, language, words)"

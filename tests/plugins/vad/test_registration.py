@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.cli_run import run_dialplan
+from tests.cli_run import run_dialplan, unlocated
 
 BOT = '[prompt]\nsystem = "You are a test bot."\n[llm]\nprovider = "rules"\n[vad]\n'
 
@@ -31,9 +31,9 @@ def test_dialplan_validate_checks_the_options(tmp_path: Path) -> None:
     run = run_dialplan("validate", "bots", cwd=tmp_path)
 
     assert run.returncode == 1
-    assert run.lines[0] == (
+    assert unlocated(run.lines)[0] == (
         "bots/typo.toml: vad.min_silence_duraton: unknown key (did you mean "
         "`min_silence_duration`? allowed keys: activation_threshold, min_silence_duration, "
         "min_speech_duration, prefix_padding_duration)"
     )
-    assert not [line for line in run.lines if line.startswith("bots/good.toml")]
+    assert not [line for line in unlocated(run.lines) if line.startswith("bots/good.toml")]
