@@ -99,9 +99,7 @@ def parse_key(key: str) -> Path:
     )
 
 
-def with_positions(
-    problems: list[Problem], text: str, file: object | None = None
-) -> list[Problem]:
+def with_positions(problems: list[Problem], text: str, file: object | None = None) -> list[Problem]:
     """The problems, in order, each located at its key's line and column when it has none
     yet (with ``file``: only the problems of that file; a prompt file's keep theirs)."""
     positions: dict[Path, Position] | None = None
