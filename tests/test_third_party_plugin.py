@@ -26,7 +26,7 @@ from runtime.catalog import load_catalog
 from runtime.plugins import create_plugin_manager
 from runtime.registry import Registry, load_registry
 from runtime.resolve import plan_call
-from tests.cli_run import Run, cli_env
+from tests.cli_run import Run, cli_env, unlocated
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -312,7 +312,7 @@ async def test_the_plugins_tool_runs_in_a_call(installed: Path, project: Path) -
 def test_a_typo_in_its_option_fails_validation(cli: dict[str, Run]) -> None:
     run = cli["validate_typo"]
     assert run.returncode == 1
-    assert run.lines == [
+    assert unlocated(run.lines) == [
         "typo_bots/typo.toml: llm.sufix: unknown key (did you mean `suffix`? allowed keys: suffix)"
     ]
 
@@ -329,19 +329,21 @@ def test_disabled_plugin_is_not_loaded(cli: dict[str, Run]) -> None:
 def test_bots_of_a_disabled_plugin_fail_validation(cli: dict[str, Run]) -> None:
     run = cli["validate_disabled"]
     assert run.returncode == 1
+    lines = unlocated(run.lines)
     assert (
         "bots/shouter.toml: llm.provider: unknown LLM provider 'shout' "
         f"(registered LLM providers: {LLM_PROVIDERS})"
-    ) in run.lines
+    ) in lines
     assert (
         "bots/shouter.toml: tools[0].use: unknown tool 'lookup_order' "
         f"(registered tools: {BUILTIN_TOOLS})"
-    ) in run.lines
-    assert UNKNOWN_ORDERS_TOOL in run.lines
+    ) in lines
+    assert UNKNOWN_ORDERS_TOOL in lines
 
 
 def test_an_unknown_tool_is_reported_once(cli: dict[str, Run]) -> None:
-    orders = [line for line in cli["validate_disabled"].lines if line.startswith("bots/orders")]
+    lines = unlocated(cli["validate_disabled"].lines)
+    orders = [line for line in lines if line.startswith("bots/orders")]
     assert orders == [UNKNOWN_ORDERS_TOOL]
 
 
