@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -207,6 +208,9 @@ class StreamCall(MediaSink):
         record = await call_session.close(disconnected_by, cause=cause)
         if record.disconnected_by == DisconnectedBy.ERROR.value and not self.ws.closed:
             await self._apologise(call_session.providers.get("tts"), call, record)
+            # the call lasted until the apology was said, not until the error
+            record.ended_at = dt.datetime.now(dt.timezone.utc)
+            record.duration = round((record.ended_at - record.started_at).total_seconds(), 3)
         await self.output.aclose()
         record.events.append(
             CallEvent(type="audio_out", at=call.elapsed(), data=self.output.stats.summary())
@@ -220,6 +224,11 @@ class StreamCall(MediaSink):
         """Feed the caller's audio until they leave; returns why the line closed."""
         assert self.output is not None
         async for message in self.ws:
+            if message.type == WSMsgType.ERROR:  # e.g. a frame over the size limit (1009)
+                return DisconnectedBy.ERROR, (
+                    "the server refused a frame and closed the stream: "
+                    f"{self.ws.exception() or 'a broken frame'}"
+                )
             if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                 break
             event = self.wire.decode(message.data)

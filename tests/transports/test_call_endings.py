@@ -179,8 +179,32 @@ async def test_a_failing_provider_ends_the_call_with_an_apology(bot_dir, serve) 
     assert record.disconnected_by == "error"
     assert "the model is overloaded" in (record.cause or "")
     assert record.transcript[-1].text == "Sorry, we have a problem."
+    # the call lasted until the apology was said (and its audio sent), not until the error
+    assert record.duration >= record.transcript[-1].at - 0.05
+    assert record.ended_at is not None
+    assert record.duration == round((record.ended_at - record.started_at).total_seconds(), 3)
     assert any(e.type == "provider_failed" for e in record.events)
     assert line.close_code == 1011
+
+
+async def test_a_frame_the_server_refuses_is_an_error_not_the_caller_hanging_up(
+    fake_bot, serve
+) -> None:
+    server = await serve(fake_bot(["hello"]))
+    async with aiohttp.ClientSession() as http, http.ws_connect(ws_url(server, "/ws")) as ws:
+        await ws.send_str(json.dumps({"type": "start", "sample_rate": RATE, "bot": "line"}))
+        await asyncio.sleep(0.3)
+        await ws.send_bytes(b"\x00" * (2 << 20))  # over the 1 MiB frame limit
+        async for _message in ws:
+            pass
+        assert ws.close_code == 1009
+    await wait_for_records(server)
+    record = server.records[-1]
+    assert record.disconnected_by == "error"
+    assert record.cause == (
+        "the server refused a frame and closed the stream: "
+        "Message size 2097152 exceeds limit 1048576"
+    )
 
 
 async def test_end_call_is_bot_and_hanging_up_is_customer(fake_bot, serve) -> None:
