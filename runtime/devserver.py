@@ -49,6 +49,12 @@ def banner(live: LiveCatalog) -> list[str]:
 def describe_reload(report: ReloadReport) -> list[str]:
     took = f"({report.seconds * 1000:.0f} ms)"
     lines = [f"[reload] {change} {took}" for change in report.changes]
+    changed = {change.bot_id for change in report.changes}
+    lines += [
+        f"[reload] {bot_id} is valid again: back to the version that kept serving {took}"
+        for bot_id in report.fixed
+        if bot_id not in changed
+    ]
     lines += [f"[reload] error: {problem}" for problem in report.problems]
     if report.still_serving:
         lines.append(

@@ -52,6 +52,7 @@ class ReloadReport:
     changes: tuple[VersionChange, ...] = ()
     problems: tuple[Problem, ...] = ()  # every problem now outstanding, not only new ones
     still_serving: tuple[str, ...] = ()  # bots whose last good version serves despite problems
+    fixed: tuple[str, ...] = ()  # bots whose problems this reload cleared
     recompiled: int = 0
     seconds: float = 0.0
 
@@ -116,10 +117,18 @@ class LiveCatalog:
         bots = dict(self.snapshot.bots)
         changes: list[VersionChange] = []
         compiler = self._compiler()
+        broken = {path for path in affected if self._file_problems.get(path)}
         for path in sorted(affected):
             change = self._recompile(path, compiler, bots)
             if change is not None:
                 changes.append(change)
+        fixed = tuple(
+            sorted(
+                self._file_ids[path]
+                for path in broken
+                if not self._file_problems.get(path) and path in self._file_ids
+            )
+        )
         self.snapshot = self._snapshot(bots, compiler.prompts)
         serving = tuple(
             sorted(
@@ -132,6 +141,7 @@ class LiveCatalog:
             tuple(changes),
             self.snapshot.problems,
             serving,
+            fixed=fixed,
             recompiled=len(affected),
             seconds=time.perf_counter() - started,
         )

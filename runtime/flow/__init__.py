@@ -8,5 +8,6 @@
     summary.py   what a step entered with `context = "summary"` starts from (imports livekit)
     agents.py    one livekit `Agent` per step, transitions as livekit handoffs (imports livekit)
 
-Everything but `agents.py` and `summary.py` is pure Python, so loading and validating bots stays fast.
+Everything but `agents.py` and `summary.py` is pure Python, so loading and validating
+bots stays fast.
 """

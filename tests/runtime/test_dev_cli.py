@@ -109,6 +109,11 @@ def test_dev_reloads_saves_serves_calls_and_restarts_on_code(tmp_path: Path) -> 
         server.type("/hangup")
         server.wait_for("[call] ended: disconnected_by=customer")
 
+        # fixed back to the version that kept serving: said so, not "nothing changed"
+        (bots / "desk.toml").write_text(BOT.format(reply="Two."))
+        fixed = server.wait_for("[reload] desk is valid again")
+        assert "back to the version that kept serving" in fixed
+
         os.utime(code / "tool.py")
         (code / "tool.py").write_text("VALUE = 2\n")
         server.wait_for("[dev] Python code changed (tool.py): restarting")
