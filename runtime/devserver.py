@@ -131,8 +131,25 @@ async def serve_terminal(
             warming.add(task)
             task.add_done_callback(warming.discard)
 
+    def on_scenarios(paths: list[Path]) -> None:
+        """A saved scenario file, checked against its bot at once (`dialplan test` runs it)."""
+        from runtime.scenario_check import check_scenario_file
+
+        for path in paths:
+            loaded, problems = check_scenario_file(path, live.current(), registry)
+            for problem in problems:
+                out(f"[scenarios] error: {problem}")
+            if loaded is not None and not problems:
+                out(f"[scenarios] ok {path.name}: {len(loaded.scenarios)} scenario(s)")
+
     watcher = asyncio.create_task(
-        watch_catalog(live, on_reload, stop=stop, ready=lambda: out("[dev] watching for changes")),
+        watch_catalog(
+            live,
+            on_reload,
+            stop=stop,
+            ready=lambda: out("[dev] watching for changes"),
+            on_scenarios=on_scenarios,
+        ),
         name="dialplan.watch",
     )
     queue: asyncio.Queue[str | None] = asyncio.Queue()

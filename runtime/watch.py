@@ -30,16 +30,21 @@ async def watch_catalog(
     *,
     stop: asyncio.Event | None = None,
     ready: Callable[[], None] | None = None,
+    on_scenarios: Callable[[list[Path]], None] | None = None,
 ) -> None:
     """Apply file changes to ``live`` until ``stop`` is set; ``on_reload`` hears about every
-    batch that recompiled something (new versions, or problems)."""
+    batch that recompiled something (new versions, or problems). ``on_scenarios`` hears
+    about saved scenario files (`<bot>.scenarios.toml` beside the bots)."""
     from watchfiles import awatch
 
     assert live.prompts_dir is not None
     roots = [live.bots_dir] + ([live.prompts_dir] if live.prompts_dir.is_dir() else [])
     watcher = awatch(
         *roots,
-        watch_filter=lambda _change, path: live.is_relevant(Path(path)),
+        watch_filter=lambda _change, path: (
+            live.is_relevant(Path(path))
+            or (on_scenarios is not None and _is_scenario_file(live, Path(path)))
+        ),
         step=BATCH_QUIET_MS,
         debounce=BATCH_MAX_MS,
         stop_event=stop,
@@ -55,6 +60,16 @@ async def watch_catalog(
             announced = True
         if not changes:
             continue
-        report = live.apply(Path(path) for _change, path in changes)
+        paths = [Path(path) for _change, path in changes]
+        scenarios = sorted({p for p in paths if _is_scenario_file(live, p) and p.exists()})
+        if scenarios and on_scenarios is not None:
+            on_scenarios(scenarios)
+        report = live.apply(p for p in paths if p not in scenarios)
         if report.recompiled:
             on_reload(report)
+
+
+def _is_scenario_file(live: LiveCatalog, path: Path) -> bool:
+    from runtime.catalog import SCENARIO_SUFFIX
+
+    return path.name.endswith(SCENARIO_SUFFIX) and path.resolve().parent == live.bots_dir

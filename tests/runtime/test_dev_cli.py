@@ -114,6 +114,17 @@ def test_dev_reloads_saves_serves_calls_and_restarts_on_code(tmp_path: Path) -> 
         fixed = server.wait_for("[reload] desk is valid again")
         assert "back to the version that kept serving" in fixed
 
+        # a saved scenario file is checked against its bot at once
+        scenarios = bots / "desk.scenarios.toml"
+        scenarios.write_text(
+            '[[scenarios]]\nname = "x"\nmocks = { nope = { result = 1 } }\n'
+            'turns = [ { say = "hi" } ]\n'
+        )
+        error = server.wait_for("[scenarios] error: ")
+        assert "desk.scenarios.toml:3:1: scenarios[0].mocks.nope: bot 'desk' binds no tool" in error
+        scenarios.write_text('[[scenarios]]\nname = "x"\nturns = [ { say = "hi" } ]\n')
+        server.wait_for("[scenarios] ok desk.scenarios.toml: 1 scenario(s)")
+
         os.utime(code / "tool.py")
         (code / "tool.py").write_text("VALUE = 2\n")
         server.wait_for("[dev] Python code changed (tool.py): restarting")
