@@ -9,6 +9,7 @@ client → server
     binary frames: the caller's audio, 16-bit little-endian mono PCM at ``sample_rate``
     {"type": "mark", "name": "seg-1"}    echo of our mark once its audio has played
     {"type": "dtmf", "digit": "5"}       a key press
+    {"type": "say", "text": "..."}        a line typed instead of spoken (the widget's text box)
     {"type": "stop"}                      the caller hangs up
 server → client
     {"type": "started", "session_id": ..., "bot": ..., "bot_version": ..., "sample_rate": ...}
@@ -33,6 +34,7 @@ from typing import Any
 
 from runtime.transports.wire import (
     MAX_PAYLOAD_SECONDS,
+    MAX_TYPED_CHARS,
     Dtmf,
     Inbound,
     Malformed,
@@ -41,6 +43,7 @@ from runtime.transports.wire import (
     Outbound,
     Start,
     Stop,
+    Typed,
     Wire,
     parse_json,
     text_params,
@@ -78,10 +81,17 @@ class GenericWire(Wire):
         if kind == "dtmf":
             digit = data.get("digit")
             return Dtmf(digit) if isinstance(digit, str) else Malformed("dtmf needs a `digit`")
+        if kind == "say":
+            text = data.get("text")
+            if not isinstance(text, str) or not text.strip():
+                return Malformed("say needs a `text`")
+            if len(text) > MAX_TYPED_CHARS:
+                return Malformed(f"say: {len(text)} characters; at most {MAX_TYPED_CHARS}")
+            return Typed(text.strip())
         if kind in ("stop", "hangup"):
             return Stop("the client hung up")
         return Malformed(
-            f"unknown message type {kind!r}; expected start, mark, dtmf or stop"
+            f"unknown message type {kind!r}; expected start, mark, dtmf, say or stop"
             if kind
             else "a message without `type`"
         )

@@ -134,7 +134,11 @@ class CallServer:
                 "version": bot.version,
                 "description": bot.bot.description,
                 "variables": {
-                    name: {"default": spec.default, "required": spec.required}
+                    name: {
+                        "default": spec.default,
+                        "required": spec.required,
+                        "description": spec.description,
+                    }
                     for name, spec in bot.bot.variables.items()
                 },
             }

@@ -32,7 +32,17 @@ from runtime.transports.media import (
     speak_without_session,
 )
 from runtime.transports.recorder import StereoRecorder
-from runtime.transports.wire import Dtmf, Malformed, Mark, Media, Outbound, Start, Stop, Wire
+from runtime.transports.wire import (
+    Dtmf,
+    Malformed,
+    Mark,
+    Media,
+    Outbound,
+    Start,
+    Stop,
+    Typed,
+    Wire,
+)
 
 START_TIMEOUT = 10.0  # a client that never says `start` is not kept waiting for
 MAX_MALFORMED = 50  # after this many unusable messages the call ends as `error`
@@ -121,6 +131,7 @@ class StreamCall(MediaSink):
         self.output: PacedAudioOutput | None = None
         self._speech_ended_at: float | None = None
         self.call: CallContext | None = None
+        self.session: Any = None  # the call's AgentSession, once it runs
 
     # -- MediaSink: what the paced output sends ------------------------------------------
 
@@ -163,7 +174,7 @@ class StreamCall(MediaSink):
             tap=self.recorder.bot if self.recorder else None,
             on_segment_start=self._bot_started_speaking,
         )
-        session = call_session.session
+        session = self.session = call_session.session
         session.input.audio = audio_in
         session.output.audio = self.output
         session.on("user_state_changed", self._user_state)
@@ -242,6 +253,8 @@ class StreamCall(MediaSink):
                 self.output.mark_played(event.name)
             elif isinstance(event, Dtmf):
                 call.add_event("dtmf", direction="in", digit=event.digit)
+            elif isinstance(event, Typed):
+                self._typed(event.text)
             elif isinstance(event, Stop):
                 return DisconnectedBy.CUSTOMER, event.reason
             elif isinstance(event, Malformed):
@@ -255,6 +268,15 @@ class StreamCall(MediaSink):
                     )
         code = self.ws.close_code
         return DisconnectedBy.CUSTOMER, f"the socket closed (code {code})"
+
+    def _typed(self, text: str) -> None:
+        """A typed line is a caller turn like a spoken one: it interrupts the bot (as
+        speaking would) and the bot answers it."""
+        if self.session is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the session is closing
+            self.session.interrupt()
+            self.session.generate_reply(user_input=text)
 
     async def _apologise(self, tts: Any, call: CallContext, record: CallRecord) -> None:
         """The caller hears a short apology rather than a silent hang-up, when the voice

@@ -52,6 +52,13 @@ class Dtmf:
 
 
 @dataclass(frozen=True)
+class Typed:
+    """A line the caller typed instead of saying it (the widget's text box)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class Stop:
     reason: str
 
@@ -66,7 +73,8 @@ class Malformed:
     reason: str
 
 
-Inbound = Start | Media | Mark | Dtmf | Stop | Ignored | Malformed
+Inbound = Start | Media | Mark | Dtmf | Typed | Stop | Ignored | Malformed
+MAX_TYPED_CHARS = 2000  # a typed line: a sentence or a few, not a document
 Outbound = str | bytes
 
 

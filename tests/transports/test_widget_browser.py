@@ -353,3 +353,51 @@ async def test_a_flow_bot_shows_its_graph_and_the_step_it_is_in(
     assert record.steps == ["triage", "booking"]
     assert record.captured == {"service": "cleaning"}
     await close(page)
+
+
+NO_MICROPHONE = """
+navigator.mediaDevices.getUserMedia = () =>
+  Promise.reject(new DOMException("Requested device not found", "NotFoundError"));
+"""
+
+
+async def test_a_caller_without_a_microphone_types_to_the_bot(
+    fake_bot: Callable[..., Path], serve: Callable[..., Any], browser: BrowserContext
+) -> None:
+    """A machine with no microphone still calls: the page says so, the bot is heard, and
+    the caller types; each typed line is a turn the bot answers. Variables show what
+    they are for."""
+    server: CallServer = await serve(
+        fake_bot([], variables='customer = { default = "there", description = "who calls" }')
+    )
+    await browser.add_init_script(NO_MICROPHONE)
+    page = await open_widget(browser, server, "line")
+    assert await page.text_content("#var-customer-about") == "who calls"
+    assert await page.get_attribute("#var-customer", "aria-describedby") == "var-customer-about"
+    assert not await page.is_enabled("#say")  # no call yet
+    await page.click("#call")
+    await wait_for(page, "!document.querySelector('#say').disabled", "the text box")
+    assert "No microphone" in await page.text_content("#errors")
+    await page.fill("#say", QUESTION)
+    await page.click("#say-send")
+    await wait_for(
+        page,
+        """([question, answer]) => {
+          const lines = [...document.querySelectorAll('#transcript li')].map(
+            li => li.dataset.role + ': ' + li.querySelector('.text').textContent);
+          return lines.includes('customer: ' + question) && lines.includes('bot: ' + answer);
+        }""",
+        "the typed question and its answer",
+        [QUESTION, ANSWER],
+    )
+    assert await page.input_value("#say") == ""
+    await page.click("#hangup")
+    await wait_for_record(server)
+    record = server.records[-1]
+    assert [(e.role, e.text) for e in record.transcript if e.role == "customer"] == [
+        ("customer", QUESTION)
+    ]
+    sent = await page.evaluate("window.__sent")
+    assert {"type": "say", "text": QUESTION} in sent["json"]
+    assert sent["frames"] == 0  # no audio went up
+    await close(page)

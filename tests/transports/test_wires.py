@@ -12,7 +12,7 @@ from runtime.audio.mulaw import pcm16_to_ulaw
 from runtime.transports.exotel import ExotelWire
 from runtime.transports.generic import GenericWire
 from runtime.transports.twilio import TwilioWire, connect_stream_twiml, refuse_twiml
-from runtime.transports.wire import Dtmf, Ignored, Malformed, Mark, Media, Start, Stop
+from runtime.transports.wire import Dtmf, Ignored, Malformed, Mark, Media, Start, Stop, Typed
 
 PCM = (b"\x10\x00\xf0\xff") * 80  # 160 samples
 
@@ -166,3 +166,17 @@ def test_generic_protocol_start_binary_audio_and_errors() -> None:
         "role": "bot",
         "text": "hi",
     }
+
+
+def test_generic_typed_lines() -> None:
+    wire = GenericWire()
+    assert wire.decode(json.dumps({"type": "say", "text": "  opening hours?  "})) == Typed(
+        "opening hours?"
+    )
+    for bad, reason in [
+        ({"type": "say"}, "say needs a `text`"),
+        ({"type": "say", "text": "   "}, "say needs a `text`"),
+        ({"type": "say", "text": 42}, "say needs a `text`"),
+        ({"type": "say", "text": "x" * 2001}, "say: 2001 characters; at most 2000"),
+    ]:
+        assert wire.decode(json.dumps(bad)) == Malformed(reason)

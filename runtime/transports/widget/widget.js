@@ -23,6 +23,9 @@
     variables: document.getElementById("variables"),
     call: document.getElementById("call"),
     hangup: document.getElementById("hangup"),
+    sayForm: document.getElementById("say-form"),
+    say: document.getElementById("say"),
+    saySend: document.getElementById("say-send"),
     status: document.getElementById("status"),
     errors: document.getElementById("errors"),
     transcript: document.getElementById("transcript"),
@@ -56,6 +59,7 @@
     const busy = current !== null;
     el.call.disabled = busy || bots.length === 0;
     el.hangup.disabled = !busy;
+    el.say.disabled = el.saySend.disabled = !busy;
     el.bot.disabled = busy || bots.length === 0;
     for (const input of el.variables.querySelectorAll("input")) input.disabled = busy;
   }
@@ -156,6 +160,14 @@
         input.placeholder = "required";
       }
       field.append(label, input);
+      if (spec.description) {
+        const about = document.createElement("p");
+        about.className = "hint";
+        about.id = `${id}-about`;
+        about.textContent = spec.description;
+        input.setAttribute("aria-describedby", about.id);
+        field.append(about);
+      }
       el.variables.append(field);
     }
     const hint = document.createElement("p");
@@ -601,12 +613,19 @@
 
     async start() {
       setStatus("connecting", "Connecting… (asking for the microphone)");
-      if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-        throw new Error("this page cannot use the microphone (it needs https or localhost)");
+      try {
+        if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+          throw new Error("this page cannot use the microphone (it needs https or localhost)");
+        }
+        this.stream = await navigator.mediaDevices.getUserMedia({
+          audio: { echoCancellation: true, noiseSuppression: true },
+        });
+      } catch (err) {
+        // no microphone (or none allowed): the call goes on, typed instead of spoken
+        this.stream = null;
+        const why = err && err.name === "NotAllowedError" ? "microphone access was denied" : err.message;
+        showError(`No microphone (${why}): type to the bot instead.`);
       }
-      this.stream = await navigator.mediaDevices.getUserMedia({
-        audio: { echoCancellation: true, noiseSuppression: true },
-      });
       if (this.finished) return this.teardown();
       await this.openAudio();
       if (this.finished) return this.teardown();
@@ -631,6 +650,11 @@
       // Ask for the wire's rate; a browser that cannot capture at it gets its own rate
       // and the worklet resamples (playback buffers at 16 kHz are resampled anyway).
       let ctx;
+      if (!this.stream) {  // typing only: the bot is still heard
+        this.ctx = new AudioContext({ latencyHint: "interactive" });
+        if (this.ctx.state !== "running") await this.ctx.resume().catch(() => {});
+        return;
+      }
       try {
         ctx = new AudioContext({ sampleRate: SAMPLE_RATE, latencyHint: "interactive" });
         this.source = ctx.createMediaStreamSource(this.stream);
@@ -864,6 +888,13 @@
   }
 
   el.form.addEventListener("submit", startCall);
+  el.sayForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const text = el.say.value.trim();
+    if (!current || !text) return;
+    current.send({ type: "say", text });
+    el.say.value = "";
+  });
   el.hangup.addEventListener("click", () => current && current.hangUp());
   el.bot.addEventListener("change", showBot);
   window.addEventListener("pagehide", () => current && current.hangUp());
