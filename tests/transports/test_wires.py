@@ -160,7 +160,8 @@ def test_generic_protocol_start_binary_audio_and_errors() -> None:
     assert isinstance(bad_rate, Malformed) and "use one of 8000" in bad_rate.reason
     assert isinstance(wire.decode('{"type": "stop"}'), Stop)
     unknown = wire.decode('{"type": "jump"}')
-    assert isinstance(unknown, Malformed) and "expected start, mark, dtmf, say or stop" in unknown.reason
+    assert isinstance(unknown, Malformed)
+    assert "expected start, mark, dtmf, say or stop" in unknown.reason
     assert json.loads(wire.notice("transcript", {"role": "bot", "text": "hi"}) or "") == {
         "type": "transcript",
         "role": "bot",
