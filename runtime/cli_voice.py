@@ -178,6 +178,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         asyncio.run(_serve(live, registry, config, call_results(args, registry), watch=args.watch))
     except OSError as exc:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    gc.collect()  # as in simulate: livekit's native handles go before its FFI shuts down
     return 0
 
 
