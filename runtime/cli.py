@@ -322,7 +322,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
     if args.no_restart:
         from runtime.transports.server import ServerConfig
 
-        config = ServerConfig(host=args.host, port=args.port, record_all=True)
+        # a developer's own server: the widget may answer outside the bots' opening hours
+        config = ServerConfig(
+            host=args.host, port=args.port, record_all=True, allow_schedule_override=True
+        )
         return run_dev(args.bots_dir, args.prompts, registry, config)
     from runtime.code_watch import code_dirs, run_with_restarts
 

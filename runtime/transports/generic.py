@@ -115,6 +115,7 @@ class GenericWire(Wire):
             sample_rate=self.sample_rate,
             echoes_marks=bool(data.get("marks", False)),
             outbound=data.get("direction") == "outbound",
+            ignore_schedule=data.get("ignore_schedule") is True,
         )
 
     def audio(self, pcm16: bytes) -> Outbound | None:

@@ -57,6 +57,9 @@ class ServerConfig:
     record_all: bool = False  # record every call, not only bots with [recording] enabled
     busy_message: str = "All our lines are busy right now. Please call again in a few minutes."
     overrides: CallOverrides | None = None  # applied to every call (e.g. a simulation's grammar)
+    # a stream may ask to be answered outside opening hours (`dialplan dev` only: callers
+    # of a production server must not choose that)
+    allow_schedule_override: bool = False
 
 
 @dataclass
@@ -144,7 +147,13 @@ class CallServer:
             }
             for bot in self.catalog()
         ]
-        return web.json_response({"bots": bots, "default": self.config.default_bot})
+        return web.json_response(
+            {
+                "bots": bots,
+                "default": self.config.default_bot,
+                "schedule_override": self.config.allow_schedule_override,
+            }
+        )
 
     async def widget_page(self, request: web.Request) -> web.StreamResponse:
         index = WIDGET_DIR / "index.html"
@@ -299,8 +308,16 @@ class CallServer:
             direction="outbound" if start.outbound else "inbound",
             caller=start.caller,
             callee=start.callee,
-            overrides=self.config.overrides or CallOverrides(),
+            overrides=self._overrides(start),
         )
+
+    def _overrides(self, start: Start) -> CallOverrides:
+        overrides = self.config.overrides or CallOverrides()
+        if start.ignore_schedule and self.config.allow_schedule_override:
+            return overrides.model_copy(update={"ignore_schedule": True})
+        if start.ignore_schedule:
+            log.warning("a stream asked to ignore the schedule; this server does not allow it")
+        return overrides
 
     # -- records -----------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ class Start:
     echoes_marks: bool = True
     outbound: bool = False  # we placed the call (a dialer bridged it): voicemail screening
     auth_token: str | None = None  # a stream token our webhook issued (Twilio), to redeem
+    ignore_schedule: bool = False  # asked to answer outside opening hours (dev servers allow)
 
 
 @dataclass(frozen=True)

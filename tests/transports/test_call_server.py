@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import aiohttp
+import pytest
 from twilio.request_validator import RequestValidator
 
 from runtime.phone_sim import SimulatedCaller
@@ -244,3 +245,31 @@ async def test_start_problems_close_the_socket_with_a_reason(fake_bot, serve) ->
     await wait_for_records(server)
     assert server.records[-1].disconnected_by == "error"
     assert server.records[-1].bot_id == "nobody"
+
+
+CLOSED = (
+    '\n[schedule]\ntimezone = "UTC"\nhours = { sun = "00:00-00:01" }\nclosed_message = "Closed."\n'
+)
+
+
+@pytest.mark.parametrize("allowed", [True, False])
+async def test_only_a_dev_server_lets_a_stream_skip_the_opening_hours(
+    fake_bot, serve, allowed: bool
+) -> None:
+    """The widget's "answer even outside opening hours" is for a developer's own server:
+    a production server's callers cannot choose it."""
+    from tests.transports.conftest import FAKE_BOT
+
+    bots = fake_bot(["bye"])
+    (bots / "line.toml").write_text(FAKE_BOT.replace("{lines}", '["bye"]') + CLOSED)
+    server = await serve(bots, allow_schedule_override=allowed)
+    async with aiohttp.ClientSession() as http:
+        listing = await (await http.get(server.url + "/api/bots")).json()
+    assert listing["schedule_override"] is allowed
+    await generic_call(server, {"bot": "line", "ignore_schedule": True}, utterances=1)
+    await wait_for_records(server)
+    record = server.records[-1]
+    if allowed:
+        assert record.disconnected_by == "bot"  # answered, and it hung up on "bye"
+    else:
+        assert record.disconnected_by == "outside_hours"

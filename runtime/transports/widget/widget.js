@@ -23,6 +23,8 @@
     variables: document.getElementById("variables"),
     call: document.getElementById("call"),
     hangup: document.getElementById("hangup"),
+    ignoreScheduleField: document.getElementById("ignore-schedule-field"),
+    ignoreSchedule: document.getElementById("ignore-schedule"),
     sayForm: document.getElementById("say-form"),
     say: document.getElementById("say"),
     saySend: document.getElementById("say-send"),
@@ -83,6 +85,7 @@
       return;
     }
     bots = Array.isArray(data.bots) ? data.bots : [];
+    el.ignoreScheduleField.hidden = data.schedule_override !== true;
     el.bot.replaceChildren();
     for (const bot of bots) {
       const option = new Option(bot.id, bot.id);
@@ -640,6 +643,7 @@
           variables: this.variables,
           sample_rate: this.rate,
           marks: true,
+          ...(el.ignoreSchedule.checked ? { ignore_schedule: true } : {}),
         });
       ws.onmessage = (event) => this.receive(event.data);
       ws.onclose = (event) => this.closed(event);
