@@ -18,7 +18,7 @@ from runtime.compiler import BotCompiler, CompiledBot
 from runtime.errors import CallSetupError, Problem, suggest
 from runtime.registry import Registry
 from runtime.templates import PromptEnvironment
-from runtime.toml_positions import with_positions
+from runtime.toml_problems import with_positions
 
 SCENARIO_SUFFIX = ".scenarios.toml"
 

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import re
-import types
-import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,10 +32,9 @@ from runtime.record import RECORD_FIELDS
 from runtime.registry import PROVIDER_KINDS, Registry
 from runtime.schema import Bot, ToolBinding
 from runtime.templates import PromptEnvironment, PromptTemplate, TemplateFailure
-from runtime.toml_positions import with_positions
+from runtime.toml_problems import located_problem, toml_problem, with_positions
 
 T = TypeVar("T")
-_TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 # names every per-call template may use besides the bot's variables
 CALL_NAMES = frozenset({"bot", "call", CAPTURED, STEP})
 
@@ -143,7 +139,7 @@ class BotCompiler:
         try:
             bot = Bot.model_validate(data)
         except ValidationError as exc:
-            return [_schema_problem(path, error) for error in exc.errors()]
+            return [located_problem(path, "", Bot, error) for error in exc.errors()]
         if self.parsed is not None:
             self.parsed[path] = (raw, bot)
         return _BotCheck(self, path, raw, bot).run()
@@ -245,7 +241,7 @@ class _BotCheck:
                 options = entry.options.model_validate(binding.options())
             except ValidationError as exc:
                 for error in exc.errors():
-                    self.problems.append(_options_problem(self.path, key, entry.options, error))
+                    self.problems.append(located_problem(self.path, key, entry.options, error))
                 continue
             name = str(getattr(options, "name", None) or binding.use)
             if name in seen:
@@ -540,97 +536,5 @@ def validate_provider_options(
     try:
         return entry.options.model_validate(options)
     except ValidationError as exc:
-        problems.extend(_options_problem(path, key, entry.options, e) for e in exc.errors())
+        problems.extend(located_problem(path, key, entry.options, e) for e in exc.errors())
         return None
-
-
-def toml_problem(path: Path, exc: toml_parser.TOMLDecodeError) -> Problem:
-    message = str(exc)
-    match = _TOML_POSITION.search(message)
-    line = column = None
-    if match:
-        line, column = int(match.group(1)), int(match.group(2))
-        message = message[: match.start()].strip()
-    return Problem(
-        path,
-        f"TOML syntax error: {message}",
-        line=line,
-        column=column,
-        fix="see https://toml.io for the syntax",
-    )
-
-
-def key_path(loc: tuple[int | str, ...]) -> str:
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += f".{part}" if text else str(part)
-    return text
-
-
-def _schema_problem(path: Path, error: Mapping[str, Any]) -> Problem:
-    return located_problem(path, "", Bot, error)
-
-
-def _options_problem(
-    path: Path | None, prefix: str, model: type[BaseModel], error: Mapping[str, Any]
-) -> Problem:
-    return located_problem(path, prefix, model, error)
-
-
-def located_problem(
-    path: Path | None, prefix: str, model: type[BaseModel], error: Mapping[str, Any]
-) -> Problem:
-    loc = tuple(part for part in error["loc"] if not _is_union_tag(part))
-    key = key_path(loc)
-    if prefix:
-        key = f"{prefix}.{key}" if key else prefix
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        known = _fields_at(model, loc[:-1])
-        return Problem(
-            path,
-            "unknown key",
-            key=key,
-            fix=suggest(str(loc[-1]), sorted(known), what="allowed keys"),
-        )
-    if kind == "missing":
-        return Problem(path, "is required but missing", key=key, fix="add it")
-    message = error["msg"]
-    if kind.startswith("value_error"):
-        message = message.removeprefix("Value error, ")
-    elif "input" in error and kind not in ("model_type", "dict_type"):
-        message = f"{message} (got {error['input']!r})"
-    return Problem(path, message, key=key)
-
-
-def _is_union_tag(part: int | str) -> bool:
-    # pydantic puts the union member's type name in the location ("list[str]", "literal[...]")
-    return isinstance(part, str) and ("[" in part or part in ("str", "int", "float", "bool"))
-
-
-def _fields_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> set[str]:
-    current: Any = model
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        fields = getattr(current, "model_fields", None)
-        if fields is None or part not in fields:
-            return set()
-        current = _model_in(fields[part].annotation)
-        if current is None:
-            return set()
-    return set(getattr(current, "model_fields", {}))
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is not None:
-        for arg in typing.get_args(annotation):
-            found = _model_in(arg)
-            if found is not None:
-                return found
-    return None

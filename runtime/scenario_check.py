@@ -16,7 +16,7 @@ from runtime.errors import Problem, suggest
 from runtime.flow.compile import REMEMBER_TOOL
 from runtime.registry import Registry
 from runtime.scenario_file import Scenario, ScenarioFile, bot_id_of, load_scenario_file
-from runtime.toml_positions import with_positions
+from runtime.toml_problems import with_positions
 from runtime.warmup import idle_call
 
 

@@ -41,9 +41,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from runtime import toml_parser
 from runtime.catalog import SCENARIO_SUFFIX
-from runtime.compiler import located_problem, toml_problem
 from runtime.errors import Problem
 from runtime.record import DisconnectedBy
+from runtime.toml_problems import located_problem, toml_problem
 
 
 class _Strict(BaseModel):

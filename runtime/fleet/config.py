@@ -26,11 +26,11 @@ from pydantic import (
 )
 
 from runtime import toml_parser
-from runtime.compiler import located_problem, toml_problem
 from runtime.durations import Duration
 from runtime.errors import DialplanError, Problem
 from runtime.phone_numbers import phone_number
 from runtime.secrets import SecretRef
+from runtime.toml_problems import located_problem, toml_problem
 
 DEFAULT_FLEET_CONFIG = "dialplan.toml"
 DEFAULT_AGENT_NAME = "dialplan"

@@ -4,7 +4,7 @@ element), dotted keys, and keys after multi-line values."""
 from __future__ import annotations
 
 from runtime.errors import Problem
-from runtime.toml_positions import key_positions, parse_key, with_positions
+from runtime.toml_problems import key_positions, parse_key, with_positions
 
 TEXT = '''\
 description = """

@@ -1,4 +1,8 @@
-"""Where a key path (`tools[2].url`, `steps.triage.next[0].to`) is written in a TOML file,
+"""Problems of a TOML file (a bot, a scenario file, the fleet config), located for the
+person who wrote it: TOML syntax errors, pydantic validation errors turned into key paths
+with a fix, and the line and column of a key path.
+
+Where a key path (`tools[2].url`, `steps.triage.next[0].to`) is written in a TOML file,
 so a problem found after parsing (by the schema, by the flow checks) still points at a
 line and column. The TOML parser keeps no positions, so this reads the text the way a
 person does: table headers, array-of-table headers (counted per parent), `key = value`
@@ -8,17 +12,26 @@ line of the key that holds it."""
 from __future__ import annotations
 
 import re
+import types
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
-from runtime.errors import Problem
+from pydantic import BaseModel
+
+from runtime import toml_parser
+from runtime.errors import Problem, suggest
 
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([^\[\]]+?)\s*(\]\]?)\s*(#.*)?$")
 _NAME = r"""[A-Za-z0-9_-]+|"[^"]*"|'[^']*'"""  # a bare or quoted key
 _KEY = re.compile(rf"^(\s*)((?:{_NAME})(?:\s*\.\s*(?:{_NAME}))*)\s*=")
 _PART = re.compile(_NAME)
 _PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+_TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 
-Path = tuple[str | int, ...]
+KeyPath = tuple[str | int, ...]
 
 
 @dataclass(frozen=True)
@@ -31,11 +44,11 @@ def _parts(dotted: str) -> list[str]:
     return [part.strip("\"'") for part in _PART.findall(dotted)]
 
 
-def key_positions(text: str) -> dict[Path, Position]:
+def key_positions(text: str) -> dict[KeyPath, Position]:
     """Every key path the text writes, with where it is first written."""
-    positions: dict[Path, Position] = {}
-    prefix: Path = ()
-    counts: dict[Path, int] = {}
+    positions: dict[KeyPath, Position] = {}
+    prefix: KeyPath = ()
+    counts: dict[KeyPath, int] = {}
     in_string: str | None = None  # the closing quotes of a multi-line string
     depth = 0  # brackets still open from a multi-line array or inline table
     for number, line in enumerate(text.splitlines(), start=1):
@@ -75,7 +88,7 @@ def key_positions(text: str) -> dict[Path, Position]:
     return positions
 
 
-def _resolved(names: tuple[str, ...], prefix: Path, counts: dict[Path, int]) -> Path:
+def _resolved(names: tuple[str, ...], prefix: KeyPath, counts: dict[KeyPath, int]) -> KeyPath:
     """A header's path with the indices of the arrays of tables it lies within: in
     `[[scenarios.turns]]`, `scenarios` is the current `[[scenarios]]` element."""
     resolved: list[str | int] = []
@@ -92,7 +105,7 @@ def _balance(text: str) -> int:
     return text.count("[") + text.count("{") - text.count("]") - text.count("}")
 
 
-def parse_key(key: str) -> Path:
+def parse_key(key: str) -> KeyPath:
     """`tools[2].url` -> ("tools", 2, "url")."""
     return tuple(
         int(index) if index else name for name, index in _PATH_PART.findall(key) if name or index
@@ -102,7 +115,7 @@ def parse_key(key: str) -> Path:
 def with_positions(problems: list[Problem], text: str, file: object | None = None) -> list[Problem]:
     """The problems, in order, each located at its key's line and column when it has none
     yet (with ``file``: only the problems of that file; a prompt file's keep theirs)."""
-    positions: dict[Path, Position] | None = None
+    positions: dict[KeyPath, Position] | None = None
     located: list[Problem] = []
     for problem in problems:
         if problem.line is not None or not problem.key or (file and problem.file != file):
@@ -120,3 +133,85 @@ def with_positions(problems: list[Problem], text: str, file: object | None = Non
             problem if found is None else replace(problem, line=found.line, column=found.column)
         )
     return located
+
+
+def toml_problem(path: Path, exc: toml_parser.TOMLDecodeError) -> Problem:
+    message = str(exc)
+    match = _TOML_POSITION.search(message)
+    line = column = None
+    if match:
+        line, column = int(match.group(1)), int(match.group(2))
+        message = message[: match.start()].strip()
+    return Problem(
+        path,
+        f"TOML syntax error: {message}",
+        line=line,
+        column=column,
+        fix="see https://toml.io for the syntax",
+    )
+
+
+def key_path(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def located_problem(
+    path: Path | None, prefix: str, model: type[BaseModel], error: Mapping[str, Any]
+) -> Problem:
+    loc = tuple(part for part in error["loc"] if not _is_union_tag(part))
+    key = key_path(loc)
+    if prefix:
+        key = f"{prefix}.{key}" if key else prefix
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        known = _fields_at(model, loc[:-1])
+        return Problem(
+            path,
+            "unknown key",
+            key=key,
+            fix=suggest(str(loc[-1]), sorted(known), what="allowed keys"),
+        )
+    if kind == "missing":
+        return Problem(path, "is required but missing", key=key, fix="add it")
+    message = error["msg"]
+    if kind.startswith("value_error"):
+        message = message.removeprefix("Value error, ")
+    elif "input" in error and kind not in ("model_type", "dict_type"):
+        message = f"{message} (got {error['input']!r})"
+    return Problem(path, message, key=key)
+
+
+def _is_union_tag(part: int | str) -> bool:
+    # pydantic puts the union member's type name in the location ("list[str]", "literal[...]")
+    return isinstance(part, str) and ("[" in part or part in ("str", "int", "float", "bool"))
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> set[str]:
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = getattr(current, "model_fields", None)
+        if fields is None or part not in fields:
+            return set()
+        current = _model_in(fields[part].annotation)
+        if current is None:
+            return set()
+    return set(getattr(current, "model_fields", {}))
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is not None:
+        for arg in typing.get_args(annotation):
+            found = _model_in(arg)
+            if found is not None:
+                return found
+    return None
