@@ -30,11 +30,15 @@ DIALPLAN := $(CURDIR)/.venv/bin/dialplan
 
 demo: run-env
 	$(DIALPLAN) validate bots/
-	$(DIALPLAN) simulate receptionist --script bots/receptionist.demo.txt --exact --ignore-schedule --record -
+	@# the caller is another voice than the bot's, over a line with hiss; the offline
+	@# recognizer (Whisper tiny.en) hears free speech: no grammar of the script's lines
+	$(DIALPLAN) simulate receptionist --script bots/receptionist.demo.txt --ignore-schedule \
+		--expect-end bot --record -
 	@echo "== a flow bot: the dentist's booking line (triage -> booking -> confirmation -> wrap-up)"
 	@# in a scratch directory: each run books into a new calendar file (var/ there)
 	cd "$$(mktemp -d)" && $(DIALPLAN) simulate dentist \
-		--bots "$(CURDIR)/bots" --script "$(CURDIR)/bots/dentist.demo.txt" --exact
+		--bots "$(CURDIR)/bots" --script "$(CURDIR)/bots/dentist.demo.txt" --voice bob \
+		--expect-end bot
 	@echo "== next: source .venv/bin/activate, then dialplan chat dentist (see README.md)"
 
 lint: env

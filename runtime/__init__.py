@@ -23,6 +23,7 @@ from runtime.record import CallEvent, CallRecord, DisconnectedBy, TranscriptEntr
 from runtime.registry import NoOptions, RegisterProvider, RegisterTool
 from runtime.secrets import SecretRef
 from runtime.snippets import check_snippet, render_snippet, snippet_attributes, snippet_names
+from runtime.speech_vocabulary import SpeechContext, regex_phrases
 from runtime.tools import ToolDefinition, ToolFailure, typed_tool
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "RegisterTool",
     "RenderedPrompt",
     "SecretRef",
+    "SpeechContext",
     "ToolDefinition",
     "ToolFailure",
     "TranscriptEntry",
@@ -53,6 +55,7 @@ __all__ = [
     "check_snippet",
     "dial_target",
     "hookimpl",
+    "regex_phrases",
     "render_snippet",
     "snippet_attributes",
     "snippet_names",

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from runtime.compiler import CompiledBot
+    from runtime.speech_vocabulary import SpeechContext
 
 
 class PromptOverrides(BaseModel):
@@ -173,6 +174,13 @@ class CallContext:
     def template_values(self) -> dict[str, Any]:
         """What a tool's templates read: the call's variables, `captured` and `step`."""
         return {**self.variables, "captured": dict(self.captured), "step": self.step}
+
+    def speech_context(self) -> SpeechContext:
+        """What callers are expected to say now (the bot's words in this step, names in
+        the variables, the bot's last line): for STT providers that can be biased."""
+        from runtime.speech_vocabulary import speech_context
+
+        return speech_context(self)
 
     def resume(self) -> None:
         """Take back an end request whose hand-over failed (a transfer that did not

@@ -21,7 +21,7 @@ from runtime.schema import OpeningHours, opening_hours
 from runtime.templates import PromptTemplate
 
 # a bot without an [stt], [tts] or [vad] table is heard and speaks offline
-OFFLINE_DEFAULTS = {"stt": "pocketsphinx", "tts": "piper", "vad": "silero"}
+OFFLINE_DEFAULTS = {"stt": "faster_whisper", "tts": "piper", "vad": "silero"}
 # the ending lines every call may need (the watchdogs'), by their key in the bot file
 WATCHDOG_LINES = ("limits.max_duration_message", "limits.error_message")
 

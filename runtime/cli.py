@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from runtime.caller_voices import CALLER_VOICES, DEFAULT_CALLER_VOICE
 from runtime.cli_args import UsageError, caller_arguments, parse_vars
 from runtime.errors import DialplanError, Problem
 
@@ -120,6 +121,20 @@ def build_parser() -> argparse.ArgumentParser:
         "without one, intents are skipped)",
     )
     caller_arguments(test)
+    test.add_argument(
+        "--scenarios",
+        type=Path,
+        metavar="PATH",
+        help="a scenario file, or a directory of *.scenarios.toml, instead of the bots' own",
+    )
+    test.add_argument(
+        "--voice",
+        nargs="?",
+        const=DEFAULT_CALLER_VOICE,
+        choices=sorted(CALLER_VOICES),
+        help="hear each caller line over a phone line: spoken by a caller voice (default "
+        f"{DEFAULT_CALLER_VOICE}), μ-law with line hiss, recognized by the bot's own STT",
+    )
     test.add_argument(
         "-v",
         "--verbose",
@@ -342,19 +357,37 @@ def cmd_test(args: argparse.Namespace) -> int:
 
     if not args.bots.is_dir():
         raise UsageError(f"--bots {args.bots}: not a directory")
+    if args.scenarios is not None and not args.scenarios.exists():
+        raise UsageError(f"--scenarios {args.scenarios}: no such file or directory")
     quiet_livekit(args.verbose)
-    try:
-        outcome = asyncio.run(
-            run_suite(
+    registry = _registry()
+    hearing = None
+
+    async def run() -> SuiteOutcome:
+        nonlocal hearing
+        if args.voice:
+            from runtime.scenario_hearing import Hearing
+            from runtime.voice_synth import CallerVoice
+
+            hearing = Hearing(registry, CallerVoice.named(registry, args.voice))
+        try:
+            return await run_suite(
                 args.bots,
-                _registry(),
+                registry,
                 bot_ids=args.bots_to_test or None,
                 prompts_dir=args.prompts,
                 judge_model=args.judge,
                 caller=args.caller,
                 callee=args.called,
+                scenarios=args.scenarios,
+                hear=hearing,
             )
-        )
+        finally:
+            if hearing is not None:
+                await hearing.aclose()
+
+    try:
+        outcome = asyncio.run(run())
     except Exception as exc:  # a crash of the runner itself: reported, and JUnit still written
         outcome = SuiteOutcome(
             problems=[Problem(args.bots, f"the scenario run crashed: {type(exc).__name__}: {exc}")]
@@ -367,6 +400,13 @@ def cmd_test(args: argparse.Namespace) -> int:
         print(f"no scenario files (*.scenarios.toml) in {args.bots}", file=sys.stderr)
         return 1
     print(f"\n{summary(outcome.results, outcome.problems)}", file=sys.stderr)
+    if hearing is not None and hearing.lines:
+        errors, words = hearing.word_errors()
+        print(
+            f"heard {len(hearing.lines)} caller lines in voice {args.voice!r}: word error "
+            f"rate {errors / max(words, 1):.1%} ({errors} of {words} words)",
+            file=sys.stderr,
+        )
     return 0 if outcome.passed else 1
 
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runtime.caller_voices import CALLER_VOICES, DEFAULT_CALLER_VOICE
 from runtime.cli_args import UsageError, caller_arguments, parse_vars
 from runtime.flow.narration import FLOW_EVENTS, flow_line
 
@@ -48,9 +49,23 @@ def add_voice_commands(commands: Any, default_bots: Path) -> None:
     simulate.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
     caller_arguments(simulate)
     simulate.add_argument(
+        "--voice",
+        choices=sorted(CALLER_VOICES),
+        default=DEFAULT_CALLER_VOICE,
+        help=f"the caller's voice, never the bot's (default {DEFAULT_CALLER_VOICE}): "
+        + "; ".join(f"{name}: {spec.description}" for name, spec in CALLER_VOICES.items()),
+    )
+    simulate.add_argument(
+        "--expect-end",
+        choices=["bot", "customer"],
+        help="exit 1 unless the call ended this way (bot: the bot hung up, as a script that "
+        "ends with a goodbye expects)",
+    )
+    simulate.add_argument(
         "--exact",
         action="store_true",
-        help="pocketsphinx listens for exactly the script's lines (a grammar): exact transcripts",
+        help="pocketsphinx listens for exactly the script's lines (a grammar) instead of the "
+        "bot's recognizer: exact transcripts",
     )
     simulate.add_argument(
         "--ignore-schedule",
@@ -277,8 +292,9 @@ async def _simulate(
 
     overrides = CallOverrides(ignore_schedule=args.ignore_schedule)
     if args.exact:
-        stt = bot.bot.stt.provider if bot.bot.stt else "pocketsphinx"
-        if stt != "pocketsphinx":
+        # a bot on the offline default recognizer hears through pocketsphinx instead
+        if bot.bot.stt is not None and bot.bot.stt.provider != "pocketsphinx":
+            stt = bot.bot.stt.provider
             raise UsageError(f"--exact needs the pocketsphinx STT; {bot.id} uses {stt!r}")
         overrides = overrides.model_copy(update={"stt": exact_listening(lines).stt})
         print("[--exact: pocketsphinx listens for the script's lines only]")
@@ -287,7 +303,7 @@ async def _simulate(
     )
     server = CallServer(live.current, registry, config)
     server.observers.append(_show_activity)
-    voice = CallerVoice(registry)
+    voice = CallerVoice.named(registry, args.voice)
     await warm_voices(registry, live.current())
     await server.start()
     url = server.url.replace("http://", "ws://") + "/twilio/stream"
@@ -329,6 +345,13 @@ async def _simulate(
     elif args.record:
         Path(args.record).write_text(record.model_dump_json(indent=2), encoding="utf-8")
         print(f"[call record: {args.record}]")
+    if args.expect_end and record.disconnected_by != args.expect_end:
+        print(
+            f"[expected the call to end by {args.expect_end}, it ended by "
+            f"{record.disconnected_by}]",
+            file=sys.stderr,
+        )
+        return 1
     return 0 if record.disconnected_by in ("bot", "customer") else 1
 
 

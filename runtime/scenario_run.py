@@ -12,7 +12,7 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from runtime.registry import Registry
     from runtime.session import CallSession
 
+# a caller line -> what the bot heard (`dialplan test --voice`: over a phone line)
+Hear = Callable[[str, CallContext], Awaitable[str]]
 TURN_TIMEOUT = 30.0  # seconds; a bot that never answers fails its turn instead of hanging
 # timeline events that say why the bot said nothing (or not what it should)
 FAILURE_EVENTS = frozenset({"turn_failed", "provider_failed", "flow_error"})
@@ -77,7 +79,9 @@ async def run_scenario(
     scenario: Scenario,
     *,
     judge: Callable[[CallContext], llm.LLM] | None = None,
+    hear: Hear | None = None,
 ) -> ScenarioResult:
+    """``hear``: what the bot hears of each caller line (default: the line, as typed)."""
     from runtime.resolve import plan_call
     from runtime.session import build_call_session
 
@@ -123,7 +127,7 @@ async def run_scenario(
         result.mismatches.append(Mismatch("setup", None, "the call starts", str(exc)))
         return result
     call_session.call.control = SimulatedControl(scenario.transfer_fails)
-    runner = _Runner(call_session, result, judge)
+    runner = _Runner(call_session, result, judge, hear)
     try:
         await runner.run(scenario)
     except Exception as exc:  # a bug or a crash is this scenario's failure, not the suite's
@@ -150,8 +154,10 @@ class _Runner:
         call_session: CallSession,
         result: ScenarioResult,
         judge: Callable[[CallContext], llm.LLM] | None,
+        hear: Hear | None = None,
     ) -> None:
         self.call_session = call_session
+        self.hear = hear
         self.call = call_session.call
         self.result = result
         self.judge = judge
@@ -192,19 +198,24 @@ class _Runner:
             if end is not None:
                 self.mismatch(where, turn.say, "the call still going", _ended(end.disconnected_by))
                 return
+            heard = turn.say if self.hear is None else await self.hear(turn.say, self.call)
+            # a mismatch shows what the bot heard when that is not what the caller said
+            said = turn.say if heard == turn.say else f"{turn.say} [heard: {heard or '(nothing)'}]"
+            if not heard:  # on a call, the bot would not have answered at all
+                self.mismatch(where, said, "words the bot heard", "nothing recognized")
+                return
             try:
-                run = await asyncio.wait_for(self.call_session.say_text(turn.say), TURN_TIMEOUT)
+                run = await asyncio.wait_for(self.call_session.say_text(heard), TURN_TIMEOUT)
             except TimeoutError:
-                self.mismatch(where, turn.say, "a reply", f"no reply within {TURN_TIMEOUT:.0f} s")
+                self.mismatch(where, said, "a reply", f"no reply within {TURN_TIMEOUT:.0f} s")
                 return
             self.result.turns_run = number
             before = len(self.result.mismatches)
-            await self.check_turn(where, turn, run)
+            await self.check_turn(where, turn, run, said)
             if len(self.result.mismatches) > before:
                 return
 
-    async def check_turn(self, where: str, turn: Turn, run: RunResult[Any]) -> None:
-        said = turn.say
+    async def check_turn(self, where: str, turn: Turn, run: RunResult[Any], said: str) -> None:
         reply = self.bot_lines()
         if turn.expect_reply is not None and not re.search(turn.expect_reply, reply):
             self.mismatch(where, said, f"a reply matching /{turn.expect_reply}/", reply)

@@ -12,7 +12,7 @@ from runtime.errors import Problem, suggest
 from runtime.registry import Registry
 from runtime.scenario_file import bot_id_of, load_scenario_file, scenario_files
 from runtime.scenario_report import print_result
-from runtime.scenario_run import ScenarioResult, run_scenario
+from runtime.scenario_run import Hear, ScenarioResult, run_scenario
 
 if TYPE_CHECKING:
     from livekit.agents import llm
@@ -40,11 +40,18 @@ async def run_suite(
     out: Callable[[str], None] = print,
     caller: str | None = None,
     callee: str | None = None,
+    scenarios: Path | None = None,
+    hear: Hear | None = None,
 ) -> SuiteOutcome:
-    """``caller``/``callee``: both ends of every scenario's line, unless it names its own."""
+    """``caller``/``callee``: both ends of every scenario's line, unless it names its own.
+    ``scenarios``: a scenario file, or a directory of them, instead of those beside the
+    bots. ``hear``: what the bot hears of each caller line (`dialplan test --voice`)."""
     outcome = SuiteOutcome()
     snapshot = load_catalog(bots_dir, registry, prompts_dir=prompts_dir)
-    files = scenario_files(bots_dir, bot_ids)
+    if scenarios is not None and scenarios.is_file():
+        files = [scenarios]
+    else:
+        files = scenario_files(scenarios or bots_dir, bot_ids)
     for bot_id in bot_ids or []:
         if not any(bot_id_of(path) == bot_id for path in files):
             outcome.problems.append(
@@ -75,7 +82,9 @@ async def run_suite(
         for scenario in loaded.scenarios:
             if scenario.caller is None and scenario.callee is None and (caller or callee):
                 scenario = scenario.model_copy(update={"caller": caller, "callee": callee})
-            result = await run_scenario(snapshot, registry, bot_id, scenario, judge=judge)
+            result = await run_scenario(
+                snapshot, registry, bot_id, scenario, judge=judge, hear=hear
+            )
             print_result(result, out)
             outcome.results.append(result)
     return outcome

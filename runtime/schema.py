@@ -60,11 +60,20 @@ class ProviderConfig(BaseModel):
 
 class TurnConfig(Strict):
     allow_interruptions: bool = True
-    min_endpointing_delay: Duration = 0.5
-    max_endpointing_delay: Duration = 3.0
+    min_endpointing_delay: Duration = Field(
+        0.3, description="wait after the caller's speech ends, when the turn sounds finished"
+    )
+    max_endpointing_delay: Duration = Field(
+        3.0,
+        description="wait after the caller's speech ends, when the turn sounds unfinished "
+        '("I\'d like to book, um"); `transcript` detection decides which',
+    )
     min_interruption_duration: Duration = 0.5
-    detection: Literal["vad", "stt", "manual"] = Field(
-        "vad", description="how the end of the caller's turn is detected (never a cloud model)"
+    detection: Literal["transcript", "vad", "stt", "manual"] = Field(
+        "transcript",
+        description="how the end of the caller's turn is detected (never a cloud model): "
+        "transcript = the VAD's silence, judged by the words heard (a sentence ending on "
+        '"and", "the", "um" or a comma waits for more); vad = the silence alone',
     )
 
 

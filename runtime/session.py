@@ -311,7 +311,7 @@ def _session_options(bot: CompiledBot, *, text_only: bool) -> dict[str, Any]:
         # would hold every record and capacity slot that long after the caller left
         "session_close_transcript_timeout": 0.5,
         "turn_handling": {
-            "turn_detection": "manual" if text_only else turn.detection,
+            "turn_detection": _turn_detection(turn.detection, text_only=text_only),
             "endpointing": {
                 "min_delay": turn.min_endpointing_delay,
                 "max_delay": turn.max_endpointing_delay,
@@ -322,6 +322,16 @@ def _session_options(bot: CompiledBot, *, text_only: bool) -> dict[str, Any]:
             },
         },
     }
+
+
+def _turn_detection(detection: str, *, text_only: bool) -> Any:
+    if text_only:
+        return "manual"
+    if detection == "transcript":
+        from runtime.turn_ending import TranscriptTurnDetector
+
+        return TranscriptTurnDetector()
+    return detection
 
 
 def _voicemail_classifier(plan: CallPlan, call: CallContext) -> llm.LLM | None:

@@ -38,6 +38,7 @@ from runtime import (
     RegisterProvider,
     check_snippet,
     hookimpl,
+    regex_phrases,
     render_snippet,
     snippet_attributes,
     snippet_names,
@@ -159,6 +160,16 @@ class RulesOptions(BaseModel):
         binds them."""
         return {f"rules[{i}].tool": rule.tool for i, rule in enumerate(self.rules) if rule.tool}
 
+    def vocabulary(self, step: str | None) -> list[str]:
+        """The words the rules active in ``step`` listen for, for speech recognizers
+        biased toward what callers of this bot say (`runtime.speech_vocabulary`)."""
+        return [
+            phrase
+            for rule in self.rules
+            if not rule.steps or step in rule.steps
+            for phrase in regex_phrases(rule.match)
+        ]
+
     def referenced_steps(self) -> dict[str, tuple[list[str], str | None]]:
         """Per rule that names flow steps: (the steps it is scoped to, its `goto`), so
         validation can check the steps exist and each has that transition."""
@@ -186,6 +197,13 @@ class RuleReply:
     tool: str | None = None
     arguments: dict[str, Any] | None = None
     rule_index: int | None = None
+
+
+_COMMA = re.compile(r",\s*")
+
+
+def _without_commas(utterance: str) -> str:
+    return _COMMA.sub(" ", utterance)
 
 
 class RulesEngine:
@@ -262,7 +280,8 @@ class RulesEngine:
                 transition = self.call.transition_tool(rule.goto) if self.call else None
                 if not transitions or transition is None:
                     continue  # the current step has no way to that step
-            found = pattern.search(utterance)
+            # a recognizer's commas are not the caller's words ("two, fifteen, pm")
+            found = pattern.search(utterance) or pattern.search(_without_commas(utterance))
             if found is None:
                 continue
             context = {

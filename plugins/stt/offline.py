@@ -52,6 +52,14 @@ class Transcript(NamedTuple):
     language: str | None = None  # when the engine detected it
 
 
+class Expectation(NamedTuple):
+    """What the recognizer is told before an utterance: a text to read as what came
+    before (Whisper's prompt) and the phrases the bot expects (`CallContext.speech_context`)."""
+
+    text: str
+    phrases: tuple[str, ...] = ()
+
+
 class OfflineSTT(stt.STT):
     """A non-streaming STT over a blocking, stateful engine.
 
@@ -74,8 +82,14 @@ class OfflineSTT(stt.STT):
         """Load the engine (may take a second)."""
 
     @abstractmethod
-    def _transcribe(self, pcm: np.ndarray) -> Transcript:
-        """16 kHz mono int16 samples -> what was said."""
+    def _transcribe(self, pcm: np.ndarray, expected: Expectation | None) -> Transcript:
+        """16 kHz mono int16 samples -> what was said. ``expected``: what `_expect` gave,
+        for engines that can be told what to expect."""
+
+    def _expect(self) -> Expectation | None:
+        """Worked out on the event loop before each recognition (it may read the call's
+        live state, which the recognition thread must not): none by default."""
+        return None
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -89,10 +103,12 @@ class OfflineSTT(stt.STT):
             self._load()
             self._loaded = True
 
-    def _recognize_blocking(self, pcm: np.ndarray) -> Transcript:
+    def _recognize_blocking(
+        self, pcm: np.ndarray, expected: Expectation | None = None
+    ) -> Transcript:
         with self._lock:
             self._ensure_loaded()
-            return self._transcribe(pcm)
+            return self._transcribe(pcm, expected)
 
     def warm(self) -> None:
         """Load the engine and run it once on a moment of silence, in this thread: what
@@ -116,7 +132,7 @@ class OfflineSTT(stt.STT):
         conn_options: APIConnectOptions,
     ) -> stt.SpeechEvent:
         pcm = to_mono_16k(buffer)
-        transcript = await asyncio.to_thread(self._recognize_blocking, pcm)
+        transcript = await asyncio.to_thread(self._recognize_blocking, pcm, self._expect())
         return stt.SpeechEvent(
             type=stt.SpeechEventType.FINAL_TRANSCRIPT,
             request_id=uuid.uuid4().hex[:12],

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import numpy as np
 import pocketsphinx
 
-from plugins.stt.offline import SAMPLE_RATE, OfflineSTT, Transcript
+from plugins.stt.offline import SAMPLE_RATE, Expectation, OfflineSTT, Transcript
 from plugins.stt.pocketsphinx import PocketSphinxOptions, model_files
 
 GRAMMAR_SEARCH = "dialplan_grammar"
@@ -97,7 +97,7 @@ class PocketSphinxSTT(OfflineSTT):
     def _load(self) -> None:
         self.pool.warm(self.options)
 
-    def _transcribe(self, pcm: np.ndarray) -> Transcript:
+    def _transcribe(self, pcm: np.ndarray, expected: Expectation | None) -> Transcript:
         if pcm.size == 0:
             return Transcript("")
         with self.pool.borrow(self.options) as decoder:

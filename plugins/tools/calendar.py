@@ -46,7 +46,8 @@ MINUTES_PER_DAY = 24 * 60
 
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # "14:30", "9:00", "9", "2pm", "2:30 p.m." — what an LLM or a rules regex may pass on
-_TIME = re.compile(r"^(\d{1,2})(?::(\d{2}))?\s*(?:([ap])\.?m\.?)?$", re.IGNORECASE)
+# "14:30", "2pm", and as recognizers write times: "10.30", "1030", "9 a. m."
+_TIME = re.compile(r"^(\d{1,2})(?:[:.]?(\d{2}))?\s*(?:([ap])\.?\s?m\.?)?$", re.IGNORECASE)
 # what LLM providers accept as a function name
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 

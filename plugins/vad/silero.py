@@ -7,7 +7,7 @@ per distinct set of options, and shared by every call: each session opens its ow
     [vad]
     provider = "silero"
     min_speech_duration = 0.05      # seconds of speech before speech starts
-    min_silence_duration = 0.55     # seconds of silence before speech ends
+    min_silence_duration = 0.3      # seconds of silence before speech ends
     activation_threshold = 0.5      # speech probability that counts as speech
     prefix_padding_duration = 0.5   # seconds of audio kept before the speech start
 """
@@ -28,7 +28,11 @@ class SileroOptions(BaseModel):
         0.05, ge=0, le=10, description="seconds of speech before a speech start is reported"
     )
     min_silence_duration: float = Field(
-        0.55, ge=0, le=10, description="seconds of silence before the end of speech is reported"
+        0.3,
+        ge=0,
+        le=10,
+        description="seconds of silence before the end of speech is reported (short: the "
+        "turn's `transcript` detection waits longer when the caller sounds unfinished)",
     )
     activation_threshold: float = Field(
         0.5, gt=0, lt=1, description="speech probability above which a frame is speech"

@@ -151,4 +151,4 @@ def test_a_bot_without_voice_tables_is_heard_and_speaks_offline(registry, bot_di
     snapshot = load_catalog(bot_dir("quiet", toml), registry)
     plan = plan_call(snapshot, CallRequest(bot="quiet"), registry)
     chosen = {kind: p.entry.name for kind, p in plan.providers.items()}
-    assert chosen == {"stt": "pocketsphinx", "llm": "rules", "tts": "espeak", "vad": "silero"}
+    assert chosen == {"stt": "faster_whisper", "llm": "rules", "tts": "espeak", "vad": "silero"}

@@ -42,7 +42,7 @@ def test_minimal_bot_has_sensible_defaults() -> None:
     assert bot.limits.max_duration == 900
     assert bot.limits.silence_timeout == 20
     assert bot.prompt.greeting_mode == "speak"
-    assert bot.turn.detection == "vad"
+    assert bot.turn.detection == "transcript"
     assert bot.recording.enabled is False
 
 

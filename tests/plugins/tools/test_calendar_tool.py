@@ -498,6 +498,10 @@ async def test_shipped_dentist_bot_plays_its_demo_script(
         ("two forty five p.m.", "14:45"),
         ("Eleven fifteen a.m.", "11:15"),
         ("twelve o'clock", "12:00"),
+        ("1030", "10:30"),  # how Whisper writes "ten thirty"
+        ("10.30", "10:30"),
+        ("9 a. m.", "09:00"),
+        ("2 p. m.", "14:00"),
     ],
 )
 def test_times_are_read_in_digits_or_as_a_recognizer_writes_them(spoken: str, clock: str) -> None:

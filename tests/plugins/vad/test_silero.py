@@ -70,11 +70,11 @@ async def test_silence_is_not_speech() -> None:
 async def test_one_model_serves_concurrent_calls() -> None:
     first = create_vad(SileroOptions(), None)  # type: ignore[arg-type]
     second = create_vad(SileroOptions(), None)  # type: ignore[arg-type]
-    other = create_vad(SileroOptions(min_silence_duration=0.3), None)  # type: ignore[arg-type]
+    other = create_vad(SileroOptions(min_silence_duration=0.55), None)  # type: ignore[arg-type]
 
     assert first is second  # loaded once, shared
     assert other is not first
-    assert other.min_silence_duration == 0.3
+    assert other.min_silence_duration == 0.55
 
     # two calls at once: each stream keeps its own state
     speech, quiet = await asyncio.gather(
@@ -86,7 +86,7 @@ async def test_one_model_serves_concurrent_calls() -> None:
 
 def test_options() -> None:
     defaults = SileroOptions()
-    assert (defaults.min_speech_duration, defaults.min_silence_duration) == (0.05, 0.55)
+    assert (defaults.min_speech_duration, defaults.min_silence_duration) == (0.05, 0.3)
     assert (defaults.activation_threshold, defaults.prefix_padding_duration) == (0.5, 0.5)
 
     with pytest.raises(ValidationError, match="activation_threshold\n  Input should be less"):
