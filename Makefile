@@ -38,7 +38,7 @@ demo: run-env
 	@# in a scratch directory: each run books into a new calendar file (var/ there)
 	cd "$$(mktemp -d)" && $(DIALPLAN) simulate dentist \
 		--bots "$(CURDIR)/bots" --script "$(CURDIR)/bots/dentist.demo.txt" --voice bob \
-		--expect-end bot
+		--expect-end bot --expect-step confirmation --expect-step wrap_up
 	@echo "== next: source .venv/bin/activate, then dialplan chat dentist (see README.md)"
 
 lint: env

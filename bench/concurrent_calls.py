@@ -51,9 +51,9 @@ def rss_mb(pid: int) -> float:
 
 async def serve(bots: Path) -> None:
     from runtime.catalog import load_catalog
-    from runtime.cli_voice import warm_voices
     from runtime.registry import load_registry
     from runtime.transports.server import CallServer, ServerConfig
+    from runtime.warmup import VoiceWarmer
     from tests.voice_fakes import FakeVoicePlugin
 
     registry = load_registry(extra_plugins=[("fake_voice", FakeVoicePlugin())])
@@ -61,7 +61,7 @@ async def serve(bots: Path) -> None:
     server = CallServer(
         lambda: snapshot, registry, ServerConfig(port=0, max_concurrent_calls=10_000)
     )
-    await warm_voices(registry, snapshot)
+    await VoiceWarmer(registry).warm(snapshot.bots.values())  # as `serve` does
     await server.start()
     print(json.dumps({"url": server.url}), flush=True)
     loop = asyncio.get_running_loop()
@@ -124,7 +124,9 @@ def bot_file(stt: str) -> str:
 # -- the driver ------------------------------------------------------------------------
 
 
-async def run_calls(url: str, count: int, stt: str = "scripted") -> dict[str, Any]:
+async def run_calls(
+    url: str, count: int, stt: str = "scripted", gap: float = ARRIVAL_GAP
+) -> dict[str, Any]:
     from runtime.phone_sim import SimulatedCaller
     from tests.voice_fakes import tone
 
@@ -136,7 +138,7 @@ async def run_calls(url: str, count: int, stt: str = "scripted") -> dict[str, An
         return speech[text]
 
     async def one(index: int) -> Any:
-        await asyncio.sleep(index * ARRIVAL_GAP)  # callers arrive at 20 a second
+        await asyncio.sleep(index * gap)  # 0.05 s: callers arrive at 20 a second
         caller = SimulatedCaller(url + "/twilio/stream", bot="bench", reply_timeout=30)
         return await caller.call(LINES, speak)
 
@@ -181,6 +183,13 @@ def main() -> None:
     parser.add_argument("--calls", default="25,50,100,150")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--stt", choices=["scripted", "faster_whisper"], default="scripted")
+    parser.add_argument(
+        "--arrival-gap",
+        type=float,
+        default=ARRIVAL_GAP,
+        help="seconds between callers (default 0.05: they speak nearly in lockstep, the "
+        "worst case for a shared recognizer; 0.5 spreads their turns as real calls are)",
+    )
     args = parser.parse_args()
     if args.serve:
         asyncio.run(serve(args.serve))
@@ -217,7 +226,7 @@ def main() -> None:
 
             async def measure(n: int = count) -> None:
                 nonlocal peak, loop_result
-                task = asyncio.create_task(run_calls(url, n, args.stt))
+                task = asyncio.create_task(run_calls(url, n, args.stt, args.arrival_gap))
                 while not task.done():
                     peak = max(peak, rss_mb(server.pid))
                     await asyncio.sleep(0.5)

@@ -18,6 +18,7 @@ from runtime.errors import (
     UnknownName,
 )
 from runtime.hookspecs import hookimpl
+from runtime.livekit_exit import release_late_handles_quietly
 from runtime.phone_numbers import NotDialable, dial_target
 from runtime.record import CallEvent, CallRecord, DisconnectedBy, TranscriptEntry
 from runtime.registry import NoOptions, RegisterProvider, RegisterTool
@@ -25,6 +26,9 @@ from runtime.secrets import SecretRef
 from runtime.snippets import check_snippet, render_snippet, snippet_attributes, snippet_names
 from runtime.speech_vocabulary import SpeechContext, regex_phrases
 from runtime.tools import ToolDefinition, ToolFailure, typed_tool
+
+# before anything creates livekit's native runtime, so its exit comes first (see the module)
+release_late_handles_quietly()
 
 __all__ = [
     "BotInvalid",

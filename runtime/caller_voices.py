@@ -36,6 +36,12 @@ CALLER_VOICES = {
         tract=0.9,
         description="deeper and slower than the bot (Piper; pitch and formants x0.9, pace x0.9)",
     ),
+    "joe": CallerVoiceSpec(
+        "piper",
+        {"deterministic": True},
+        description="the shipped bots' own voice, clean: for pocketsphinx grammars "
+        "(--exact), never to measure a recognizer",
+    ),
     "robot": CallerVoiceSpec(
         "espeak",
         {"voice": "en-us+m3", "rate": 165},

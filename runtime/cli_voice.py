@@ -51,8 +51,7 @@ def add_voice_commands(commands: Any, default_bots: Path) -> None:
     simulate.add_argument(
         "--voice",
         choices=sorted(CALLER_VOICES),
-        default=DEFAULT_CALLER_VOICE,
-        help=f"the caller's voice, never the bot's (default {DEFAULT_CALLER_VOICE}): "
+        help=f"the caller's voice (default {DEFAULT_CALLER_VOICE}; with --exact, joe): "
         + "; ".join(f"{name}: {spec.description}" for name, spec in CALLER_VOICES.items()),
     )
     simulate.add_argument(
@@ -60,6 +59,13 @@ def add_voice_commands(commands: Any, default_bots: Path) -> None:
         choices=["bot", "customer"],
         help="exit 1 unless the call ended this way (bot: the bot hung up, as a script that "
         "ends with a goodbye expects)",
+    )
+    simulate.add_argument(
+        "--expect-step",
+        action="append",
+        default=[],
+        metavar="STEP",
+        help="exit 1 unless the call went through this flow step (repeatable)",
     )
     simulate.add_argument(
         "--exact",
@@ -303,7 +309,10 @@ async def _simulate(
     )
     server = CallServer(live.current, registry, config)
     server.observers.append(_show_activity)
-    voice = CallerVoice.named(registry, args.voice)
+    # a grammar is plumbing for exact transcripts, heard in the voice pocketsphinx knows
+    voice = CallerVoice.named(
+        registry, args.voice or ("joe" if args.exact else DEFAULT_CALLER_VOICE)
+    )
     await warm_voices(registry, live.current())
     await server.start()
     url = server.url.replace("http://", "ws://") + "/twilio/stream"
@@ -349,6 +358,14 @@ async def _simulate(
         print(
             f"[expected the call to end by {args.expect_end}, it ended by "
             f"{record.disconnected_by}]",
+            file=sys.stderr,
+        )
+        return 1
+    missed = [step for step in args.expect_step if step not in record.steps]
+    if missed:
+        print(
+            f"[expected the call to go through {', '.join(missed)}; it went "
+            f"{' -> '.join(record.steps) or 'through no step'}]",
             file=sys.stderr,
         )
         return 1

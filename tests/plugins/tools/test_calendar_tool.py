@@ -478,8 +478,8 @@ async def test_shipped_dentist_bot_plays_its_demo_script(
     bot_lines = [entry.text for entry in record.transcript if entry.role == "bot"]
     assert bot_lines[1].startswith("Happy to help with a cleaning. Which day")
     assert "On Monday 2026-11-23 I have 09:00, 13:00, 16:30." in bot_lines[2]
-    # "one pm", as a recognizer writes it, books 13:00
-    assert re.match(r"You're booked, Ann Lee: Monday 2026-11-23 at 13:00\. ", bot_lines[3])
+    # "nine o'clock", as a recognizer writes it, books 09:00
+    assert re.match(r"You're booked, Ann Lee: Monday 2026-11-23 at 09:00\. ", bot_lines[3])
     assert bot_lines[4].startswith("Please arrive ten minutes early, Ann Lee")
     assert record.disconnected_by == "bot"
     assert record.steps == ["triage", "booking", "confirmation", "wrap_up"]
