@@ -7,7 +7,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 export UV_PYTHON_DOWNLOADS := never
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: all env run-env demo test lint typecheck pytest validate scenarios bench dev clean browser postgres
+.PHONY: all env run-env demo test lint typecheck pytest validate scenarios bench dev clean browser postgres livekit-stack
 
 all: test
 
@@ -40,6 +40,18 @@ demo: run-env
 		--bots "$(CURDIR)/bots" --script "$(CURDIR)/bots/dentist.demo.txt" --voice bob \
 		--expect-end bot --expect-step confirmation --expect-step wrap_up
 	@echo "== next: source .venv/bin/activate, then dialplan chat dentist (see README.md)"
+
+# the real LiveKit server and SIP service, built from their Go modules at the versions
+# pinned in .ci/build-livekit (into ~/.cache/dialplan-livekit, reused once built), with
+# Debian's Redis, baresip and sipp beside them: the fleet's real-stack tests (in progress)
+livekit-stack:
+	@missing=""; for p in pkg-config libopus-dev libopusfile-dev libsoxr-dev redis-server \
+		baresip-core sip-tester; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian's$$missing for the LiveKit stack"; \
+		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; fi
+	.ci/build-livekit all
 
 lint: env
 	$(UV) run --frozen ruff check runtime plugins tests bench
