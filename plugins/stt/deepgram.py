@@ -125,6 +125,11 @@ class DeepgramSTTOptions(BaseModel):
         default_factory=list,
         description="words and phrases to recognize better, e.g. names (nova-3 models only)",
     )
+    bot_vocabulary: bool = Field(
+        False,
+        description="also send what the bot expects to hear as key terms (its rules' words, "
+        "its first step's choices, names in its variables; nova-3 models only)",
+    )
     profanity_filter: bool = Field(False, description="mask profanity in transcripts")
     numerals: bool = Field(False, description='write numbers as digits ("nine" -> "9")')
     sample_rate: int = Field(
@@ -152,10 +157,11 @@ class DeepgramSTTOptions(BaseModel):
 
     @model_validator(mode="after")
     def _keyterm_needs_nova_3(self) -> DeepgramSTTOptions:
-        if self.keyterm and not self.model.startswith("nova-3"):
+        used = "keyterm" if self.keyterm else "bot_vocabulary" if self.bot_vocabulary else None
+        if used and not self.model.startswith("nova-3"):
             raise ValueError(
-                f"`keyterm` works with nova-3 models only, not {self.model!r} "
-                '(use model = "nova-3", or remove `keyterm`)'
+                f"`{used}` works with nova-3 models only, not {self.model!r} "
+                f'(use model = "nova-3", or remove `{used}`)'
             )
         return self
 
@@ -185,7 +191,7 @@ def create_stt(options: DeepgramSTTOptions, call: runtime.CallContext) -> stt.ST
         smart_format=options.smart_format,
         endpointing_ms=options.endpointing_ms,
         filler_words=options.filler_words,
-        keyterm=options.keyterm or NOT_GIVEN,
+        keyterm=_keyterms(options, call) or NOT_GIVEN,
         profanity_filter=options.profanity_filter,
         numerals=options.numerals,
         sample_rate=options.sample_rate,
@@ -193,3 +199,19 @@ def create_stt(options: DeepgramSTTOptions, call: runtime.CallContext) -> stt.ST
         api_key=DEEPGRAM.api_key(options.api_key),
         base_url=options.base_url,
     )
+
+
+MAX_BOT_KEYTERMS = 50  # Deepgram caps key terms; the bot's own come after the file's
+MAX_KEYTERM_WORDS = 3  # a term, not a sentence (a transition's `when` is no key term)
+
+
+def _keyterms(options: DeepgramSTTOptions, call: runtime.CallContext) -> list[str]:
+    terms = list(options.keyterm)
+    if options.bot_vocabulary:
+        expected = [
+            phrase
+            for phrase in call.speech_context().phrases
+            if len(phrase.split()) <= MAX_KEYTERM_WORDS and phrase not in terms
+        ]
+        terms += expected[:MAX_BOT_KEYTERMS]
+    return terms

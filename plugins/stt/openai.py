@@ -81,6 +81,12 @@ class OpenAISTTOptions(BaseModel):
         description="terms to expect, e.g. product names (gpt-transcribe and "
         "gpt-live-transcribe only)",
     )
+    bot_vocabulary: bool = Field(
+        False,
+        description="without a `prompt`: prompt with what the bot expects to hear (its "
+        "rules' words, its first step's choices, names in its variables, its greeting), "
+        "sent to OpenAI with the audio",
+    )
     temperature: float | None = Field(
         None, ge=0, le=1, description="sampling temperature (not with the Realtime API)"
     )
@@ -141,7 +147,7 @@ def create_stt(options: OpenAISTTOptions, call: runtime.CallContext) -> stt.STT:
         model=options.model,
         language=options.language or call.bot.bot.language,
         detect_language=options.detect_language,
-        prompt=options.prompt if options.prompt is not None else NOT_GIVEN,
+        prompt=_prompt(options, call) or NOT_GIVEN,
         keywords=options.keywords or NOT_GIVEN,
         temperature=options.temperature if options.temperature is not None else NOT_GIVEN,
         noise_reduction_type=options.noise_reduction_type or NOT_GIVEN,
@@ -149,3 +155,10 @@ def create_stt(options: OpenAISTTOptions, call: runtime.CallContext) -> stt.STT:
         base_url=options.base_url or NOT_GIVEN,
         api_key=OPENAI_STT.api_key(options.api_key),
     )
+
+
+def _prompt(options: OpenAISTTOptions, call: runtime.CallContext) -> str | None:
+    if options.prompt is not None or not options.bot_vocabulary:
+        return options.prompt
+    # a call's STT is built once: the context as the call starts (the greeting last)
+    return call.speech_context().as_prompt(call.bot.bot.description) or None

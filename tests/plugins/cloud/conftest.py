@@ -57,6 +57,18 @@ def make_call(
 
 
 @pytest.fixture
+def receptionist_call(registry: Registry) -> runtime.CallContext:
+    """A call of the shipped receptionist: a bot with words to expect (its rules)."""
+    from tests.conftest import REPO
+
+    snapshot = load_catalog(REPO / "bots", registry, prompts_dir=REPO / "prompts")
+    request = runtime.CallRequest(
+        bot="receptionist", overrides=runtime.CallOverrides(ignore_schedule=True)
+    )
+    return plan_call(snapshot, request, registry).new_context()
+
+
+@pytest.fixture
 async def closing() -> AsyncIterator[Callable[[Any], Any]]:
     """``closing(x)`` returns x and closes it when the test ends."""
     built: list[Closable] = []

@@ -37,6 +37,10 @@ def options(**table: Any) -> DeepgramSTTOptions:
             {"model": "nova-2-phonecall", "keyterm": ["Okafor"]},
             "`keyterm` works with nova-3 models only, not 'nova-2-phonecall'",
         ),
+        (
+            {"model": "nova-2-phonecall", "bot_vocabulary": True},
+            "`bot_vocabulary` works with nova-3 models only, not 'nova-2-phonecall'",
+        ),
         ({"keyterm": [""]}, "at least 1 character"),
         ({"language": ""}, "at least 1 character"),
         ({"endpointing_ms": -1}, "greater than or equal to 0"),
@@ -136,3 +140,20 @@ def test_a_missing_package_names_the_extra(
         create_stt(options(), make_call())
     assert "'livekit-plugins-deepgram'" in str(caught.value)
     assert "pip install 'dialplan[deepgram]'" in str(caught.value)
+
+
+async def test_the_words_the_bot_expects_become_key_terms(
+    fake_keys: dict[str, str],
+    receptionist_call: runtime.CallContext,
+    closing: Callable[[Any], Any],
+) -> None:
+    chosen = options(model="nova-3", keyterm=["Okafor"], bot_vocabulary=True)
+    stt = closing(create_stt(chosen, receptionist_call))
+
+    terms = stt._opts.keyterm
+    assert terms[0] == "Okafor"  # the file's own first
+    assert {"appointment", "check up", "that's all", "Bright Smile Dental"} <= set(terms)
+    assert all(len(term.split()) <= 3 for term in terms) and len(terms) <= 51
+    # off by default: nothing but the file's terms leaves for Deepgram
+    plain = closing(create_stt(options(model="nova-3", keyterm=["Okafor"]), receptionist_call))
+    assert plain._opts.keyterm == ["Okafor"]

@@ -201,3 +201,19 @@ def test_tts_missing_package_names_the_extra(
     with pytest.raises(runtime.MissingExtra) as caught:
         openai_tts.create_tts(tts_options(), make_call())
     assert "pip install 'dialplan[openai]'" in str(caught.value)
+
+
+async def test_without_a_prompt_the_bots_expected_words_are_the_prompt(
+    fake_keys: dict[str, str],
+    receptionist_call: runtime.CallContext,
+    closing: Callable[[Any], Any],
+) -> None:
+    told = closing(openai_stt.create_stt(stt_options(bot_vocabulary=True), receptionist_call))
+    prompt = told._opts.prompt
+    assert prompt.startswith("Bright Smile Dental receptionist (inbound). hours, open, close")
+    assert prompt.endswith("thanks for calling Bright Smile Dental. How can I help you today?")
+    # a prompt of the file's own wins; without the option, none is made up
+    own = stt_options(bot_vocabulary=True, prompt="Dental clinic.")
+    assert closing(openai_stt.create_stt(own, receptionist_call))._opts.prompt == "Dental clinic."
+    plain = closing(openai_stt.create_stt(stt_options(), receptionist_call))
+    assert not plain._opts.prompt
