@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import os
 import signal
 import statistics
@@ -199,7 +198,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         asyncio.run(_serve(live, registry, config, call_results(args, registry), watch=args.watch))
     except OSError as exc:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
-    gc.collect()  # as in simulate: livekit's native handles go before its FFI shuts down
     return 0
 
 
@@ -278,9 +276,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     live = _live_catalog(args.bots, args.prompts, registry)
     bot = live.current().get(args.bot)
     variables = parse_vars(args.var, [])
-    status = asyncio.run(_simulate(args, live, registry, bot, lines, variables))
-    gc.collect()  # livekit's native handles must go before its FFI shuts down at exit
-    return status
+    return asyncio.run(_simulate(args, live, registry, bot, lines, variables))
 
 
 async def _simulate(

@@ -11,6 +11,7 @@ did the right thing.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -44,8 +45,6 @@ class Hearing:
     _stts: dict[str, Any] = field(default_factory=dict)  # by call session id
 
     async def __call__(self, line: str, call: CallContext) -> str:
-        import time
-
         from livekit import rtc
 
         pcm = ulaw_to_pcm16(pcm16_to_ulaw(await self.voice.synthesize(line)))

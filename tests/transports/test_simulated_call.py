@@ -6,7 +6,9 @@ transcript is exact), answers with the rules LLM and speaks with piper."""
 from __future__ import annotations
 
 import wave
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.cli_run import run_dialplan
 from tests.conftest import REPO
@@ -14,14 +16,35 @@ from tests.conftest import REPO
 LINES = ["Hi, what are your opening hours?", "Where are you located?", "Thanks, bye!"]
 
 
+@dataclass
+class Simulated:
+    record: dict[str, Any]
+    heard: list[str]  # the caller's turns, as the bot heard them
+    said: list[str]  # the bot's lines
+    stdout: str
+
+
+def simulate(bot: str, *args: str, cwd: Path) -> Simulated:
+    """`dialplan simulate BOT ... --record -` on the shipped bots, which must succeed."""
+    run = run_dialplan(
+        "simulate", bot, "--bots", str(REPO / "bots"), *args, "--record", "-", cwd=cwd
+    )
+    assert run.returncode == 0, run.stderr + run.stdout
+    record = run.record()
+    transcript = [(e["role"], e["text"]) for e in record["transcript"]]
+    return Simulated(
+        record,
+        heard=[text for role, text in transcript if role == "customer"],
+        said=[text for role, text in transcript if role == "bot"],
+        stdout=run.stdout,
+    )
+
+
 def test_a_simulated_phone_call_is_heard_answered_and_recorded(tmp_path: Path) -> None:
     script = tmp_path / "caller.txt"
     script.write_text("\n".join(LINES) + "\n")
-    run = run_dialplan(
-        "simulate",
+    call = simulate(
         "receptionist",
-        "--bots",
-        str(REPO / "bots"),
         "--script",
         str(script),
         "--exact",
@@ -30,14 +53,9 @@ def test_a_simulated_phone_call_is_heard_answered_and_recorded(tmp_path: Path) -
         "--ignore-schedule",
         "--recordings",
         str(tmp_path / "recordings"),
-        "--record",
-        "-",
         cwd=tmp_path,
     )
-    assert run.returncode == 0, run.stderr + run.stdout
-    record = run.record()
-    heard = [e["text"] for e in record["transcript"] if e["role"] == "customer"]
-    said = [e["text"] for e in record["transcript"] if e["role"] == "bot"]
+    record, heard, said = call.record, call.heard, call.said
     assert heard == ["hi what are your opening hours", "where are you located", "thanks bye"]
     assert said == [
         "Hi there, thanks for calling Bright Smile Dental. How can I help you today?",
@@ -47,8 +65,8 @@ def test_a_simulated_phone_call_is_heard_answered_and_recorded(tmp_path: Path) -
     ]
     assert record["disconnected_by"] == "bot"
     assert record["transport"] == "twilio"
-    assert "heard> where are you located" in run.stdout
-    assert "[voice-to-voice:" in run.stdout
+    assert "heard> where are you located" in call.stdout
+    assert "[voice-to-voice:" in call.stdout
     with wave.open(record["recording_key"]) as recording:
         assert (recording.getnchannels(), recording.getframerate()) == (2, 8000)
         assert recording.getnframes() / 8000 > 10  # the whole conversation, both sides
@@ -60,24 +78,16 @@ def test_a_flow_bot_moves_through_its_steps_on_a_simulated_phone_call(tmp_path: 
     the booking step's calendar tool answers."""
     script = tmp_path / "caller.txt"
     script.write_text("I'd like to book a cleaning.\nWhat do you have on Monday?\n")
-    run = run_dialplan(
-        "simulate",
+    call = simulate(
         "dentist",
-        "--bots",
-        str(REPO / "bots"),
         "--script",
         str(script),
         "--exact",
         "--voice",
         "joe",
-        "--record",
-        "-",
         cwd=tmp_path,  # the calendar's SQLite file is created here
     )
-    assert run.returncode == 0, run.stderr + run.stdout
-    record = run.record()
-    heard = [e["text"] for e in record["transcript"] if e["role"] == "customer"]
-    said = [e["text"] for e in record["transcript"] if e["role"] == "bot"]
+    record, heard, said = call.record, call.heard, call.said
     assert heard == ["i'd like to book a cleaning", "what do you have on monday"]
     assert said[1].startswith("Happy to help with a cleaning. Which day would suit you?")
     # "Monday" is always the next Monday, and the calendar file is new: there are slots
@@ -91,8 +101,8 @@ def test_a_flow_bot_moves_through_its_steps_on_a_simulated_phone_call(tmp_path: 
     assert record["captured"] == {"service": "cleaning"}
     entered = [e["data"] for e in record["events"] if e["type"] == "step_entered"]
     assert entered[1]["from"] == "triage" and entered[1]["transition"] == "steps.triage.next[1]"
-    assert "  [step] triage -> booking" in run.stdout
-    assert "  [captured] service='cleaning'" in run.stdout
+    assert "  [step] triage -> booking" in call.stdout
+    assert "  [captured] service='cleaning'" in call.stdout
 
 
 def test_free_speech_in_a_callers_voice_is_understood_and_a_pause_is_waited_for(
@@ -101,11 +111,8 @@ def test_free_speech_in_a_callers_voice_is_understood_and_a_pause_is_waited_for(
     """No grammar: a caller voice that is not the bot's, line hiss, Whisper. The caller
     stops to think after "um" (a 0.8 s pause, longer than the VAD's silence): the turn is
     judged unfinished and waited for, so the bot answers the whole question once."""
-    run = run_dialplan(
-        "simulate",
+    call = simulate(
         "receptionist",
-        "--bots",
-        str(REPO / "bots"),
         "--say",
         "Hi, um ... where exactly are you located?",
         "--say",
@@ -117,14 +124,9 @@ def test_free_speech_in_a_callers_voice_is_understood_and_a_pause_is_waited_for(
         "--ignore-schedule",
         "--recordings",
         str(tmp_path / "recordings"),
-        "--record",
-        "-",
         cwd=tmp_path,
     )
-    assert run.returncode == 0, run.stderr + run.stdout
-    record = run.record()
-    heard = [e["text"] for e in record["transcript"] if e["role"] == "customer"]
-    said = [e["text"] for e in record["transcript"] if e["role"] == "bot"]
+    record, heard, said = call.record, call.heard, call.said
     assert len(heard) == 2 and "located" in heard[0].lower(), heard
     assert said == [
         "Hi there, thanks for calling Bright Smile Dental. How can I help you today?",
