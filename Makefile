@@ -7,7 +7,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 export UV_PYTHON_DOWNLOADS := never
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: all env run-env demo test lint typecheck pytest validate scenarios bench dev clean browser postgres livekit-stack
+.PHONY: all env run-env demo test lint typecheck pytest validate scenarios bench dev clean browser postgres livekit-stack phone-tests
 
 all: test
 
@@ -43,7 +43,7 @@ demo: run-env
 
 # the real LiveKit server and SIP service, built from their Go modules at the versions
 # pinned in .ci/build-livekit (into ~/.cache/dialplan-livekit, reused once built), with
-# Debian's Redis, baresip and sipp beside them: the fleet's real-stack tests (in progress)
+# Debian's Redis, baresip and sipp beside them: the phone path's tests, demo and benches
 livekit-stack:
 	@missing=""; for p in pkg-config libopus-dev libopusfile-dev libsoxr-dev redis-server \
 		baresip-core sip-tester; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -54,8 +54,8 @@ livekit-stack:
 	.ci/build-livekit all
 
 lint: env
-	$(UV) run --frozen ruff check runtime plugins tests bench
-	$(UV) run --frozen ruff format --check runtime plugins tests bench
+	$(UV) run --frozen ruff check runtime plugins phonelab tests bench
+	$(UV) run --frozen ruff format --check runtime plugins phonelab tests bench
 
 typecheck: env
 	$(UV) run --frozen mypy
@@ -90,7 +90,12 @@ dev: env
 scenarios: env
 	$(UV) run --frozen dialplan test
 
-test: lint typecheck validate scenarios pytest
+# the real phone path (tests/phone): livekit-server, livekit-sip, Redis, dialplan workers
+# and SIP phones, in a private network namespace nothing outside can reach
+phone-tests: env livekit-stack
+	.ci/in-private-net $(CURDIR)/.venv/bin/pytest -q tests/phone
+
+test: lint typecheck validate scenarios pytest phone-tests
 
 bench: env
 	@for script in bench/*.py; do echo "== $$script"; $(UV) run --frozen python $$script; done

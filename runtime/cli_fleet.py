@@ -112,6 +112,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         config=config,
         max_concurrent_calls=args.max_calls,
         watch=True if (args.watch or args.dev) else None,
+        exit_after_drain=True,  # a stopped `dialplan start` is a process that ends
     )
 
     def ready() -> None:

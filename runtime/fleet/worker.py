@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -91,6 +92,8 @@ class Worker:
     server: AgentServer | None = None
     live: LiveCatalog | None = None
     warmer: VoiceWarmer | None = None  # the voice models loaded before the first job
+    # `start`/`dev` end the process once drained and stored: see _exit_now
+    exit_after_drain: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: asyncio.Event | None = None
     _loop: asyncio.AbstractEventLoop | None = None  # the worker's own loop (results live there)
@@ -123,6 +126,7 @@ class Worker:
     def start(self) -> int:
         """Serve until SIGTERM/SIGINT, then drain: calls in progress finish first."""
         require_credentials(self.env)
+        self.exit_after_drain = True
         asyncio.run(self.run(devmode=False))
         return 0
 
@@ -130,6 +134,7 @@ class Worker:
         """Development mode: hot reload on, livekit's dev defaults (debug logs)."""
         require_credentials(self.env)
         self.watch = True
+        self.exit_after_drain = True
         asyncio.run(self.run(devmode=True))
         return 0
 
@@ -155,6 +160,8 @@ class Worker:
             await self.close()
             if watcher is not None:
                 await watcher
+            if self.exit_after_drain and self._stop.is_set() and not serving.done():
+                _exit_now()
         await serving  # a connection to LiveKit that failed for good raises here
 
     def stop(self) -> None:
@@ -221,11 +228,13 @@ class Worker:
         return self.server
 
     async def close(self) -> None:
+        """Drain (calls in progress finish), store every record, then let livekit go."""
         if self.server is not None:
             await self.server.drain(timeout=int(self.fleet.worker.drain_timeout))
-            await self.server.aclose()
         if self.results is not None:
             await self.results.aclose()
+        if self.server is not None and not self.exit_after_drain:
+            await self.server.aclose()
 
     async def _watch(self) -> None:
         from runtime.devserver import describe_reload
@@ -308,6 +317,22 @@ class Worker:
     def _results_loop(self) -> asyncio.AbstractEventLoop:
         assert self._loop is not None, "open() the worker first"
         return self._loop
+
+
+def _exit_now() -> None:
+    """End a drained worker process without livekit's native teardown.
+
+    Once a worker has served a call, closing livekit's job runners can abort the process
+    in native code (livekit-ffi: "panic in a function that cannot unwind", seen with
+    livekit-agents 1.5 against livekit-server 1.13.5): the operator would see SIGABRT for a
+    clean stop. By now every call has finished and every record is in the results store,
+    and the server treats the closed connection like a deregistration, so nothing is lost
+    by leaving at once (logs flushed first).
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _worker_id() -> str:
