@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from runtime.call import died_mid_call
+from runtime.delivery import OutboxInUse
 from runtime.postcall import run_post_call
 from runtime.record import CallRecord
 
@@ -54,6 +55,8 @@ class CallResults:
         self._ended: set[str] = set()  # calls whose final record was handed over
         # after `aclose(deliver_within=...)`: (session_id, sink, state) not delivered yet
         self.undelivered: list[tuple[str, str, str]] = []
+        # the pid of another process delivering from the same outbox, if one was found
+        self.delivered_by: str | None = None
 
     def describe(self) -> str:
         if self.outbox is None:
@@ -61,7 +64,23 @@ class CallResults:
         sinks = ", ".join(self.outbox.sinks) or "no sinks (add --webhook or --results-jsonl)"
         return f"outbox {self.outbox.path} → {sinks}"
 
-    async def start(self) -> None:
+    async def start(self, *, beside_a_deliverer: bool = False) -> None:
+        """Recover what a crash left held, then deliver. ``beside_a_deliverer``: a one-off
+        command (`dialplan call`, a campaign) may run where a worker already delivers
+        from the same outbox; it then only stores its records and that worker sends them."""
+        if self.deliverer is not None:
+            try:
+                self.deliverer.start()
+            except OutboxInUse as exc:
+                if not beside_a_deliverer:
+                    raise
+                # a worker or server beside this command delivers from the same outbox:
+                # it sends what this process stores, and the held records are its calls
+                # in progress, not interrupted ones (releasing them would cut them off)
+                self.deliverer = None
+                self.delivered_by = exc.holder
+                log.info("records stored here are delivered by pid %s", exc.holder)
+                return
         if self.outbox is not None:
             now = dt.datetime.now(dt.timezone.utc)
             for record in await self.outbox.held():
@@ -74,8 +93,6 @@ class CallResults:
                     )
                 record.analysis_error = record.analysis_error or INTERRUPTED
                 await self.outbox.release(record)
-        if self.deliverer is not None:
-            self.deliverer.start()
 
     async def checkpoint(self, record: CallRecord) -> None:
         """A call in progress, as far as it got, stored held (see `call_checkpoints`).

@@ -80,7 +80,7 @@ def cmd_campaign_run(args: argparse.Namespace) -> int:
 
     async def run() -> Any:
         results = open_results(config, registry)
-        await results.start()
+        await results.start(beside_a_deliverer=True)  # workers may share the outbox
         client = livekit_client()
 
         async def dial(call: CampaignCall) -> DialOutcome:

@@ -206,7 +206,7 @@ def cmd_call(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         results = open_results(config, registry)
-        await results.start()
+        await results.start(beside_a_deliverer=True)  # a worker may run here
         client = livekit_client()
         call = Call(
             bot=args.bot,
@@ -234,6 +234,12 @@ async def close_results(results: CallResults) -> None:
     """A one-off command's records are delivered before it exits (for a while): say
     which are not, so nobody wonders where a record went."""
     await results.aclose(deliver_within=DELIVER_BEFORE_EXIT)
+    if results.delivered_by is not None:
+        print(
+            f"note: the records are in {results.describe()}; the process delivering from it "
+            f"(pid {results.delivered_by}) sends them",
+            file=sys.stderr,
+        )
     if results.undelivered:
         sessions = sorted({session_id for session_id, _sink, _state in results.undelivered})
         where = ", ".join(f"{sink} ({state})" for _id, sink, state in results.undelivered[:3])

@@ -424,6 +424,14 @@ def _describe(exc: Exception, timeout: float) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+class OutboxInUse(OutboxError):
+    """Another process (a running worker or server) delivers from this outbox."""
+
+    def __init__(self, message: str, holder: str) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
 def _lock_outbox(path: Path) -> IO[str]:
     """An advisory lock beside the outbox, released by the kernel when the process dies."""
     lock_path = path.with_name(path.name + ".deliverer.lock")
@@ -438,9 +446,10 @@ def _lock_outbox(path: Path) -> IO[str]:
         handle.seek(0)
         holder = handle.read().strip() or "?"
         handle.close()
-        raise OutboxError(
+        raise OutboxInUse(
             f"{path}: another deliverer (pid {holder}) is already sending from this outbox; "
-            "stop it first, or use `dialplan outbox retry` to make it send sooner"
+            "stop it first, or use `dialplan outbox retry` to make it send sooner",
+            holder,
         ) from None
     handle.seek(0)
     handle.truncate()

@@ -219,6 +219,8 @@ class Call:
         except api.SipCallError as exc:
             return await self._failed(client, started, exc.sip_status_code, exc.sip_status, exc)
         except api.TwirpError as exc:
+            if _rang_out(exc):
+                return await self._failed(client, started, 408, "Ringing timeout", exc)
             return await self._failed(client, started, None, None, exc)
         return DialOutcome(self.session_id, self.room, answered=True)
 
@@ -291,6 +293,15 @@ class Call:
             log.warning(
                 "call %s to %s failed (%s); no results store given", self.session_id, self.to, cause
             )
+
+
+def _rang_out(error: api.TwirpError) -> bool:
+    """livekit-sip's answer when the phone rang until the ringing timeout: no SIP status,
+    the Twirp code ``canceled`` with HTTP 408 (seen from livekit-sip 1.0 via
+    livekit-server 1.13). Nobody picked up: that is a no-answer, worth another try."""
+    from livekit import api
+
+    return error.code == api.TwirpErrorCode.CANCELED and error.status == 408
 
 
 def _why(error: Exception) -> str:

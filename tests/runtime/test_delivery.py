@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import json
 import logging
+import os
 import random
 import signal
 import sys
@@ -341,6 +342,46 @@ async def test_one_deliverer_per_outbox(webhook_outbox: tuple[Outbox, WebhookSin
     then = Deliverer(outbox, [sink])  # the lock went with the first one
     await then.run_until_idle()
     await then.aclose()
+
+
+async def test_a_one_off_command_beside_a_worker_only_stores(
+    outbox_path: Path, receiver: Receiver, registry: Registry
+) -> None:
+    """`dialplan call` in a worker's directory: it stores its record for the worker to
+    deliver, and the worker's calls in progress (held checkpoints) are not mistaken for
+    calls a crash cut off."""
+    from runtime.call_results import CallResults
+
+    await receiver.start()
+    sink = WebhookSink(receiver.url, SECRET, timeout=5)
+    worker_outbox = Outbox(outbox_path, sinks=[sink.name])
+    worker = CallResults(
+        registry, worker_outbox, Deliverer(worker_outbox, [sink], poll_interval=0.1)
+    )
+    await worker.start()
+    in_progress = sample_record("live-call")
+    in_progress.ended_at = None
+    await worker.checkpoint(in_progress)
+
+    command_outbox = Outbox(outbox_path, sinks=[sink.name])
+    alone = CallResults(registry, command_outbox, Deliverer(command_outbox, [sink]))
+    with pytest.raises(OutboxError, match="another deliverer"):
+        await alone.start()
+    command = CallResults(registry, command_outbox, Deliverer(command_outbox, [sink]))
+    await command.start(beside_a_deliverer=True)
+    assert command.deliverer is None and command.delivered_by == str(os.getpid())
+    await command.ended(sample_record("dialed"), None)
+    await command.drain()
+
+    def delivered() -> bool:
+        entry = command_outbox.entry("dialed")
+        return entry is not None and [d.state for d in entry.deliveries] == ["delivered"]
+
+    await eventually(delivered)  # by the worker's deliverer
+    live = command_outbox.entry("live-call")
+    assert live is not None and live.held  # still the worker's call in progress
+    await command.aclose()
+    await worker.aclose()
 
 
 # -- SIGKILL ---------------------------------------------------------------------------
