@@ -98,3 +98,20 @@ def transcribe(pcm16: bytes, rate: int = RATE) -> str:
         audio, language="en", beam_size=5, condition_on_previous_text=False
     )
     return " ".join(segment.text.strip() for segment in segments).strip()
+
+
+def share_heard(expected: str, heard: str) -> float:
+    """The share of ``expected``'s words found in ``heard`` (both normalized): a phone
+    line and a small recognizer miss a word now and then ("bright smile bentle")."""
+    from runtime.scenario_hearing import normalized_words
+
+    wanted = normalized_words(expected)
+    got = set(normalized_words(heard))
+    return sum(word in got for word in wanted) / len(wanted) if wanted else 1.0
+
+
+def assert_heard(expected: str, pcm16: bytes, *, at_least: float = 0.75) -> str:
+    """Transcribe ``pcm16`` and check it carries most of ``expected``; returns the words."""
+    heard = transcribe(pcm16)
+    assert share_heard(expected, heard) >= at_least, f"expected {expected!r}, heard {heard!r}"
+    return heard

@@ -23,6 +23,7 @@ PHONE_IP = "10.77.0.2"  # the far end of the namespace's veth pair: "another mac
 INBOUND_NUMBER = "+15550100"
 CALLER_NUMBER = "+15550111"
 CALLEE_NUMBER = "+15550123"
+GREETING = "Hi there, thanks for calling Bright Smile Dental. How can I help you today?"
 
 FLEET_TOML = f"""\
 [worker]
