@@ -56,6 +56,7 @@ class Phone:
         sip_port: int = 5070,
         control_port: int = 4444,
         auto_answer: bool = False,
+        ringing_users: tuple[str, ...] = (),
     ) -> None:
         self.dir = workdir / f"baresip-{user}"
         self.user = user
@@ -63,6 +64,9 @@ class Phone:
         self.sip_port = sip_port
         self.control_port = control_port
         self.auto_answer = auto_answer
+        # more numbers this phone answers, each ringing until `accept()` or `hang_up()`
+        # (which refuses it: 486 Busy Here)
+        self.ringing_users = ringing_users
         self.process: Process | None = None
         self._sock: socket.socket | None = None
         self._events: list[dict[str, Any]] = []
@@ -70,6 +74,7 @@ class Phone:
         self._lock = threading.Condition()
         self._token = 0
         self._reader: threading.Thread | None = None
+        self._files: list[Path] = []
 
     @property
     def uri(self) -> str:
@@ -82,10 +87,15 @@ class Phone:
     def start(self, voice: Path | None = None) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.recordings.mkdir(exist_ok=True)
-        source = voice or write_wav(self.dir / "silence.wav", silence(600))
+        self.silence = write_wav(self.dir / "silence.wav", silence(600))
+        source = voice or self.silence
         answer = "auto" if self.auto_answer else "manual"
+        accounts = [(self.user, answer), *((user, "manual") for user in self.ringing_users)]
         (self.dir / "accounts").write_text(
-            f"<sip:{self.user}@{self.ip}>;regint=0;audio_codecs=PCMU;answermode={answer}\n"
+            "".join(
+                f"<sip:{user}@{self.ip}>;regint=0;audio_codecs=PCMU;answermode={mode}\n"
+                for user, mode in accounts
+            )
         )
         (self.dir / "config").write_text(
             "\n".join(
@@ -135,7 +145,12 @@ class Phone:
         self.command("dial", uri)
 
     def hang_up(self) -> None:
+        """End the call, or refuse the one ringing."""
         self.command("hangup")
+
+    def accept(self) -> None:
+        """Answer the call ringing."""
+        self.command("accept")
 
     def send_dtmf(self, digits: str, gap: float = 0.3) -> None:
         for digit in digits:
@@ -145,6 +160,10 @@ class Phone:
     def play(self, wav: Path) -> None:
         """From now on the phone speaks this file (then silence, if it is padded)."""
         self.command("ausrc", f"aufile,{wav}")
+
+    def quiet(self) -> None:
+        """Speak silence again: what `play` chose stays the source of later calls too."""
+        self.play(self.silence)
 
     def command(self, name: str, params: str = "", timeout: float = 10.0) -> dict[str, Any]:
         assert self._sock is not None, "start() the phone first"
@@ -188,14 +207,20 @@ class Phone:
     # -- what the phone heard ------------------------------------------------------------
 
     def heard_files(self) -> list[Path]:
-        return sorted(self.recordings.glob("*-dec.wav"), key=lambda p: p.stat().st_mtime)
+        """The received-audio files of this phone's calls, in the order the calls began."""
+        found = sorted(self.recordings.glob("*-dec.wav"), key=lambda p: p.stat().st_mtime)
+        self._files += [path for path in found if path not in self._files]
+        return list(self._files)
 
-    def heard(self) -> bytes:
-        """The 8 kHz 16-bit PCM received in the latest call, as far as it is written."""
+    def heard(self, call: int | None = None) -> bytes:
+        """The 8 kHz 16-bit PCM received in a call (``call``: its index in
+        `heard_files`; default the latest), as far as it is written."""
         files = self.heard_files()
-        if not files:
+        if call is None:
+            call = len(files) - 1
+        if not 0 <= call < len(files):
             return b""
-        data = files[-1].read_bytes()
+        data = files[call].read_bytes()
         return data[44:] if len(data) > 44 else b""  # the header's sizes come at close
 
     # -- internals -----------------------------------------------------------------------

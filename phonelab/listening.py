@@ -64,12 +64,14 @@ def _line(pcm16: bytes, start: int, end: int) -> Line:
     return Line(start / 50, end / 50, pcm16[start * FRAME * 2 : end * FRAME * 2])
 
 
-def wait_for_lines(recording: Callable[[], bytes], count: int, timeout: float = 30.0) -> list[Line]:
+def wait_for_lines(
+    recording: Callable[[], bytes], count: int, timeout: float = 30.0, *, gap: float = LINE_GAP
+) -> list[Line]:
     """Poll a growing recording until it holds ``count`` finished lines."""
     deadline = time.monotonic() + timeout
     found: list[Line] = []
     while time.monotonic() < deadline:
-        found = lines(recording(), finished=False)
+        found = lines(recording(), gap=gap, finished=False)
         if len(found) >= count:
             return found
         time.sleep(0.1)
