@@ -7,7 +7,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 export UV_PYTHON_DOWNLOADS := never
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: all env run-env demo test lint typecheck pytest validate scenarios bench dev clean browser postgres livekit-stack phone-tests
+.PHONY: all env run-env demo test lint typecheck pytest validate scenarios bench dev clean browser postgres livekit-stack phone-tests phone-demo
 
 all: test
 
@@ -94,6 +94,10 @@ scenarios: env
 # and SIP phones, in a private network namespace nothing outside can reach
 phone-tests: env livekit-stack
 	.ci/in-private-net $(CURDIR)/.venv/bin/pytest -q tests/phone
+
+# one real SIP call to the receptionist over the real stack, printed as the caller heard it
+phone-demo: run-env livekit-stack
+	.ci/in-private-net $(CURDIR)/.venv/bin/python -m phonelab.demo
 
 test: lint typecheck validate scenarios pytest phone-tests
 
