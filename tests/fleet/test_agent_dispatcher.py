@@ -3,6 +3,9 @@
 The worker registers, reports its load, is offered jobs, accepts or refuses them and runs
 them on its own threads; the entrypoint here joins no room (there is none) and only
 records what it ran with.
+
+Stays on the stand-in: it checks the dispatcher test_worker relies on; the real server's
+dispatch is in tests/phone/test_fleet.py.
 """
 
 from __future__ import annotations

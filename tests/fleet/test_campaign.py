@@ -1,4 +1,8 @@
-"""Campaigns on real SQLite files, with a fake dialer scripted per number (the edge)."""
+"""Campaigns on real SQLite files, with a fake dialer scripted per number (the edge).
+
+Stays on a fake dialer: every outcome (403, 500, invalid rows, resume after Ctrl-C) for
+dozens of rows in seconds; real SIP calls: tests/phone/test_campaign.py.
+"""
 
 from __future__ import annotations
 

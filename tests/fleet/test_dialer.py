@@ -1,6 +1,10 @@
 """Outbound calls against the local LiveKit server API: the room, the agent dispatch and
 the SIP participant as the server decodes them; SIP failures mapped to a reason with the
-status kept, and still a record (with dispositions) in a real SQLite outbox."""
+status kept, and still a record (with dispositions) in a real SQLite outbox.
+
+Stays on the stand-in: every SIP status and API refusal on demand in milliseconds; answered,
+486 and ringing out on the real stack: tests/phone/test_outbound.py.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""`dialplan doctor`: each finding, against the local LiveKit server."""
+"""`dialplan doctor`: each finding, against the local LiveKit server.
+
+Stays on the stand-in: trunks made by someone else, refused keys and an unreachable server
+on demand; the real server's findings: tests/phone/test_provision.py.
+"""
 
 from __future__ import annotations
 

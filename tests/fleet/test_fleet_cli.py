@@ -1,5 +1,9 @@
 """`dialplan provision`, `doctor`, `call` and `campaign` as an operator runs them: real
-subprocesses, a fleet config file, and the local LiveKit server API."""
+subprocesses, a fleet config file, and the local LiveKit server API.
+
+Stays on the stand-in: the CLI's argument and error paths in seconds; the same commands
+against the real stack: tests/phone.
+"""
 
 from __future__ import annotations
 

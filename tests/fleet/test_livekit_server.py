@@ -1,4 +1,7 @@
-"""The local LiveKit server, driven by the real livekit-api client."""
+"""The local LiveKit server, driven by the real livekit-api client.
+
+Stays: it checks the stand-in itself, against the real livekit-api client.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,9 @@
 """`dialplan provision` against the local LiveKit server: what it sends, and that it is
-idempotent, updates in place, deletes only its own objects and writes nothing on a dry run."""
+idempotent, updates in place, deletes only its own objects and writes nothing on a dry run.
+
+Stays on the stand-in: the exact requests sent, foreign objects and dry runs; idempotence
+and in-place updates on the real server: tests/phone/test_provision.py.
+"""
 
 from __future__ import annotations
 

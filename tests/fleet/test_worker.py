@@ -1,6 +1,10 @@
 """The worker end to end: a real livekit-agents AgentServer registered with a local server
 speaking LiveKit's agent protocol, offered jobs, running calls on its threads, reporting
-itself full at capacity, hot-reloading bots, and every record in a real SQLite outbox."""
+itself full at capacity, hot-reloading bots, and every record in a real SQLite outbox.
+
+Stays on the stand-in: capacity at exactly full and reload timing on demand; two real
+workers on the real server: tests/phone/test_fleet.py.
+"""
 
 from __future__ import annotations
 
