@@ -2,7 +2,8 @@
 
     job metadata + the party's SIP attributes → CallRequest (routing.py)
     → resolve_call plugins (e.g. the config endpoint; a 404 is spoken and rejected)
-    → plan → AgentSession bound to the room → until the bot or the party ends it
+    → plan → AgentSession bound to the room (the line's control for transfers and tones,
+      the party's keys as turns) → until the bot or the party ends it
     → the room is deleted (LiveKit sends BYE) → record → outbox, post-call, delivery
 
 An outbound call's dial failures (busy, no answer) are recorded by the dialer that placed
@@ -27,6 +28,7 @@ from runtime.errors import CallRejected, DialplanError
 from runtime.fleet.config import FleetConfig
 from runtime.fleet.room_line import Party, RoomLine
 from runtime.fleet.routing import JobMetadata, parse_job_metadata, route_job
+from runtime.keypad import Keypad
 from runtime.record import CallEvent, CallRecord, DisconnectedBy
 from runtime.recordings import offer_recording
 from runtime.registry import Registry
@@ -83,7 +85,8 @@ async def _wait_for_party(line: RoomLine, metadata: JobMetadata) -> Party | None
     timeout = dial.ringing_timeout + OUTBOUND_JOIN_MARGIN if dial else INBOUND_JOIN_TIMEOUT
     identity = dial.participant_identity or None if dial else None
     try:
-        return await asyncio.wait_for(line.wait_for_party(identity), timeout)
+        party = line.wait_for_party(identity, answered=dial is not None)
+        return await asyncio.wait_for(party, timeout)
     except (asyncio.TimeoutError, RuntimeError):
         return None
 
@@ -109,6 +112,7 @@ async def _converse(
 
     call_session = build_call_session(plan, text_only=False)
     call = call_session.call
+    call.control = line.control(party)  # before any tool can run: a transfer is real
     record_audio = plan.bot.bot.recording.enabled
     start_options = line.bind(call_session.session, party)
     if record_audio:
@@ -120,6 +124,8 @@ async def _converse(
     if checkpoints is not None:
         checkpoints.start()
     left = asyncio.create_task(line.party_left(party), name="dialplan.party_left")
+    keypad = Keypad(call, call_session.session)
+    stop_keys = line.on_key(party, keypad.press)
     try:
         await call_session.start(**start_options)
         call.add_event(
@@ -134,6 +140,8 @@ async def _converse(
             cause = left.result()
     except Exception as exc:  # the pipeline failed: end the call, keep the record
         disconnected_by, cause = DisconnectedBy.ERROR, f"{type(exc).__name__}: {exc}"
+    stop_keys()
+    keypad.close()
     left.cancel()
     if checkpoints is not None:
         await checkpoints.aclose()

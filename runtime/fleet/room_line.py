@@ -1,7 +1,8 @@
 """What a call needs from a LiveKit room, as a small interface.
 
 `LiveKitLine` is the real one (a job's room, livekit's RoomIO for audio, the server API to
-delete the room — which makes LiveKit send the SIP BYE). Tests drive the same call logic
+delete the room — which makes LiveKit send the SIP BYE — and to transfer the caller, the
+room's DTMF both ways). Tests drive the same call logic
 through a line whose audio is local; that is the edge no test machine can reach (there is
 no LiveKit media server), and everything above it runs for real.
 """
@@ -20,7 +21,12 @@ if TYPE_CHECKING:
     from livekit import api, rtc
     from livekit.agents import AgentSession, JobContext
 
+    from runtime.call_control import CallControl
+
 log = logging.getLogger("dialplan.fleet")
+
+CALL_STATUS = "sip.callStatus"  # set by livekit-sip on its participant
+RINGING = frozenset({"dialing", "ringing"})
 
 
 @dataclass(frozen=True)
@@ -37,10 +43,21 @@ class RoomLine(Protocol):
 
     async def connect(self) -> None: ...
 
-    async def wait_for_party(self, identity: str | None) -> Party: ...
+    async def wait_for_party(self, identity: str | None, *, answered: bool = False) -> Party:
+        """The party, once in the room; with ``answered``, once a dialled callee has
+        picked up (an outbound SIP participant joins while the phone still rings)."""
+        ...
 
     def bind(self, session: AgentSession, party: Party) -> dict[str, Any]:
         """Wire the session's audio to the party; returns ``session.start`` options."""
+        ...
+
+    def control(self, party: Party) -> CallControl:
+        """What the bot's tools can do to the party's line (transfer it, send tones)."""
+        ...
+
+    def on_key(self, party: Party, press: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``press`` with each key the party presses (DTMF); returns how to stop."""
         ...
 
     async def party_left(self, party: Party) -> str:
@@ -68,15 +85,43 @@ class LiveKitLine:
     async def connect(self) -> None:
         await self.ctx.connect()
 
-    async def wait_for_party(self, identity: str | None) -> Party:
+    async def wait_for_party(self, identity: str | None, *, answered: bool = False) -> Party:
         participant = await self.ctx.wait_for_participant(identity=identity)
         from livekit import rtc
 
+        if answered and participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_SIP:
+            await self._until_answered(participant)
         return Party(
             participant.identity,
             dict(participant.attributes),
             participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_SIP,
         )
+
+    async def _until_answered(self, participant: rtc.RemoteParticipant) -> None:
+        """livekit-sip puts the callee in the room with ``sip.callStatus`` "dialing",
+        then "ringing", and "active" once answered. Greeting a ringing phone wastes the
+        greeting, and a dial that fails must not become a call: the dialer records it."""
+        room = self.ctx.room
+        settled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def check(*_args: object) -> None:
+            if settled.done():
+                return
+            if participant.attributes.get(CALL_STATUS) not in RINGING:
+                settled.set_result(None)
+            elif participant.identity not in room.remote_participants:
+                settled.set_exception(RuntimeError("the callee hung up before answering"))
+
+        room.on("participant_attributes_changed", check)
+        room.on("participant_disconnected", check)
+        try:
+            check()
+            await settled
+        finally:
+            room.off("participant_attributes_changed", check)
+            room.off("participant_disconnected", check)
+        if participant.attributes.get(CALL_STATUS) == "hangup":
+            raise RuntimeError("the callee hung up before answering")
 
     def bind(self, session: AgentSession, party: Party) -> dict[str, Any]:
         from livekit.agents import room_io
@@ -89,6 +134,23 @@ class LiveKitLine:
                 participant_identity=party.identity, close_on_disconnect=False
             ),
         }
+
+    def control(self, party: Party) -> CallControl:
+        from runtime.fleet.room_control import RoomControl
+
+        return RoomControl(self.ctx.room, self.room_name, party, self._api_factory)
+
+    def on_key(self, party: Party, press: Callable[[str], None]) -> Callable[[], None]:
+        room = self.ctx.room
+
+        def on_dtmf(event: rtc.SipDTMF) -> None:
+            # livekit-sip publishes the caller's RFC 4733 telephone-events as SipDTMF;
+            # another participant's keys are not this call's
+            if event.participant is not None and event.participant.identity == party.identity:
+                press(event.digit)
+
+        room.on("sip_dtmf_received", on_dtmf)
+        return lambda: room.off("sip_dtmf_received", on_dtmf)
 
     async def party_left(self, party: Party) -> str:
         room = self.ctx.room

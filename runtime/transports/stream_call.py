@@ -20,6 +20,7 @@ from aiohttp import WSMsgType, web
 from runtime.call import CallContext
 from runtime.call_checkpoints import Checkpoints, Save
 from runtime.flow.graph import ending_tool_names, graph_json
+from runtime.keypad import Keypad
 from runtime.lifecycle import apology_possible
 from runtime.record import CallEvent, CallRecord, DisconnectedBy, TranscriptEntry
 from runtime.resolve import CallPlan
@@ -175,6 +176,7 @@ class StreamCall(MediaSink):
             on_segment_start=self._bot_started_speaking,
         )
         session = self.session = call_session.session
+        keypad = Keypad(call, session)  # the caller's keys as turns
         session.input.audio = audio_in
         session.output.audio = self.output
         session.on("user_state_changed", self._user_state)
@@ -200,7 +202,7 @@ class StreamCall(MediaSink):
         checkpoints = Checkpoints(call, self.checkpoint) if self.checkpoint else None
         if checkpoints is not None:
             checkpoints.start()
-        reader = asyncio.create_task(self._read(audio_in, call_session.call))
+        reader = asyncio.create_task(self._read(audio_in, call_session.call, keypad))
         try:
             await call_session.start()
             bot_done = asyncio.create_task(call_session.finished.wait())
@@ -214,6 +216,7 @@ class StreamCall(MediaSink):
             disconnected_by, cause = DisconnectedBy.ERROR, f"{type(exc).__name__}: {exc}"
             reader.cancel()
         audio_in.close()
+        keypad.close()
         if checkpoints is not None:
             await checkpoints.aclose()
         record = await call_session.close(disconnected_by, cause=cause)
@@ -230,7 +233,7 @@ class StreamCall(MediaSink):
         return record
 
     async def _read(
-        self, audio_in: CallerAudioInput, call: CallContext
+        self, audio_in: CallerAudioInput, call: CallContext, keypad: Keypad
     ) -> tuple[DisconnectedBy, str]:
         """Feed the caller's audio until they leave; returns why the line closed."""
         assert self.output is not None
@@ -252,7 +255,7 @@ class StreamCall(MediaSink):
             elif isinstance(event, Mark):
                 self.output.mark_played(event.name)
             elif isinstance(event, Dtmf):
-                call.add_event("dtmf", direction="in", digit=event.digit)
+                keypad.press(event.digit)  # the timeline's `dtmf` event, then a turn
             elif isinstance(event, Typed):
                 self._typed(event.text)
             elif isinstance(event, Stop):

@@ -31,6 +31,7 @@ from livekit.protocol import agent_dispatch, models, room, sip
 from tests.fleet.livekit_dialing import Dialing, DialRecord, DialScript, SipAnswer, SipFailure
 from tests.fleet.livekit_rooms import Rooms
 from tests.fleet.livekit_sip import SipStore
+from tests.fleet.livekit_transfer import Transfers
 from tests.fleet.livekit_twirp import TwirpFailure
 
 __all__ = ["DialRecord", "LiveKitTestServer", "RecordedRequest", "SipAnswer", "SipFailure"]
@@ -78,6 +79,13 @@ def _sip_call(claims: Claims, _request: Any) -> bool:
     return bool(claims.sip and claims.sip.call)
 
 
+def _sip_transfer(claims: Claims, request: Any) -> bool:
+    # a transfer acts on one room's participant: SIP call rights and that room's admin
+    video = claims.video
+    admin = bool(video and video.room_admin and video.room == request.room_name)
+    return admin and _sip_call(claims, request)
+
+
 class LiveKitTestServer:
     def __init__(
         self, api_key: str = DEFAULT_API_KEY, api_secret: str = DEFAULT_API_SECRET
@@ -88,6 +96,7 @@ class LiveKitTestServer:
         self.rooms = Rooms()
         self.sip = SipStore()
         self.dialing = Dialing(self.rooms, self.sip)
+        self.transfers = Transfers(self.rooms)
         self._verifier = api.TokenVerifier(api_key, api_secret)
         self._endpoints = self._routes()
         self._socket: socket.socket | None = None
@@ -235,7 +244,7 @@ class LiveKitTestServer:
         return await endpoint.handle(message)
 
     def _routes(self) -> dict[tuple[str, str], _Endpoint]:
-        rooms, store, dialing = self.rooms, self.sip, self.dialing
+        rooms, store, dialing, transfers = self.rooms, self.sip, self.dialing, self.transfers
         table: dict[str, tuple[type[Message], Permission, Callable[[Any], Awaitable[Message]]]] = {
             "RoomService/CreateRoom": (room.CreateRoomRequest, _room_create, rooms.create_room),
             "RoomService/ListRooms": (room.ListRoomsRequest, _room_list, rooms.list_rooms),
@@ -325,6 +334,11 @@ class LiveKitTestServer:
                 sip.CreateSIPParticipantRequest,
                 _sip_call,
                 dialing.create_sip_participant,
+            ),
+            "SIP/TransferSIPParticipant": (
+                sip.TransferSIPParticipantRequest,
+                _sip_transfer,
+                transfers.transfer_sip_participant,
             ),
         }
         return {

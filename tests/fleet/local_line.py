@@ -21,6 +21,7 @@ from typing import Any
 from livekit import api
 from livekit.agents import AgentSession
 
+from runtime.call_control import SimulatedControl
 from runtime.fleet.room_line import Party, delete_room
 from runtime.transports.media import CallerAudioInput, MediaSink, PacedAudioOutput
 from tests.voice_fakes import tone
@@ -65,6 +66,8 @@ class LocalLine:
         self._recording: Path | None = None
         self.session: AgentSession | None = None
         self.session_started_at: float | None = None  # time.monotonic(), for the figures
+        self.line_control = SimulatedControl()  # what the bot asked of the line
+        self._press: Callable[[str], None] | None = None
 
     # -- RoomLine ------------------------------------------------------------------------
 
@@ -73,7 +76,7 @@ class LocalLine:
         self._left = asyncio.Event()
         self.connected = True
 
-    async def wait_for_party(self, identity: str | None) -> Party:
+    async def wait_for_party(self, identity: str | None, *, answered: bool = False) -> Party:
         if not self.joins or (identity is not None and identity != self.party.identity):
             await asyncio.Event().wait()  # nobody comes; the caller's timeout decides
         return self.party
@@ -87,6 +90,17 @@ class LocalLine:
         session.on("agent_state_changed", self._first_state)
         self.bound.set()
         return {}
+
+    def control(self, party: Party) -> SimulatedControl:
+        return self.line_control
+
+    def on_key(self, party: Party, press: Callable[[str], None]) -> Callable[[], None]:
+        self._press = press
+
+        def stop() -> None:
+            self._press = None
+
+        return stop
 
     async def party_left(self, party: Party) -> str:
         assert self._left is not None
@@ -118,6 +132,16 @@ class LocalLine:
         """The party hangs up (callable from any thread)."""
         assert self._loop is not None and self._left is not None
         self._loop.call_soon_threadsafe(self._left.set)
+
+    def press(self, keys: str) -> None:
+        """The party presses keys, as LiveKit reports SIP DTMF (callable from any thread)."""
+        assert self._loop is not None
+        for key in keys:
+            self._loop.call_soon_threadsafe(self._key, key)
+
+    def _key(self, key: str) -> None:
+        if self._press is not None:
+            self._press(key)
 
     async def _speak(self) -> None:
         """Silence, with a 0.6 s tone at each of ``speech_at`` seconds."""

@@ -1,6 +1,13 @@
 """One LiveKit job end to end, inside livekit-agents' own `fake_job_context`: routing,
 SIP attributes as variables, a real AgentSession, the reason the call ended, the record
-handed to the results, livekit's recorder, and a refusal from per-call config."""
+handed to the results, livekit's recorder, and a refusal from per-call config.
+
+Stays in livekit's fake job context: a refusal, a crash mid-call and recorder paths on
+demand; real rooms: tests/phone/test_inbound.py.
+
+Stays in livekit's fake job context: a refusal, a crash mid-call and recorder paths on
+demand; real rooms: tests/phone/test_inbound.py.
+"""
 
 from __future__ import annotations
 
@@ -241,3 +248,44 @@ async def test_livekit_recorder_audio_is_kept_and_offered_to_storage(tmp_path: P
     kept = Path(record.recording_key)
     assert kept.parent == tmp_path / "recordings" and kept.stat().st_size > 1000
     assert kept.read_bytes()[:4] == b"OggS"  # livekit's recorder writes Ogg/Opus
+
+
+KEYPAD_RULES = r"""
+[[llm.rules]]
+match = "\\bpressed 1\\b"
+reply = "We are open nine to five."
+[[llm.rules]]
+match = "\\bpressed 0\\b"
+tool = "transfer_call"
+[[tools]]
+use = "transfer_call"
+to = "+15550100"
+announcement = "Putting you through."
+"""
+
+
+async def test_the_partys_keys_are_turns_and_a_transfer_goes_to_the_line(tmp_path: Path) -> None:
+    write_bot(tmp_path / "bots", extra=KEYPAD_RULES)
+    handed = Handed()
+    svc = services(tmp_path / "bots", handed)
+    line = LocalLine("call_keys", SIP_CALL)
+    job = asyncio.create_task(run_job(line, {"bot": "line"}, svc))
+    await asyncio.to_thread(line.bound.wait, 10)
+    await asyncio.sleep(1.5)  # the greeting plays
+    line.press("1#")  # `#` ends the entry at once
+    await asyncio.sleep(2.0)  # the answer plays
+    line.press("0#")
+    record = await asyncio.wait_for(job, 15)
+    assert record is not None
+    said = [(entry.role, entry.text) for entry in record.transcript]
+    assert said[1:] == [
+        ("customer", "pressed 1"),
+        ("bot", "We are open nine to five."),
+        ("customer", "pressed 0"),
+        ("bot", "Putting you through."),
+    ]
+    keys = [event.data for event in record.events if event.type == "dtmf"]
+    assert [key["digit"] for key in keys] == ["1", "#", "0", "#"]
+    assert {key["direction"] for key in keys} == {"in"}
+    assert line.line_control.transfers == ["+15550100"]  # the line's control, not a stand-in
+    assert record.transferred_to == "+15550100" and record.disconnected_by == "bot"

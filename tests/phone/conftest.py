@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from phonelab.baresip import Phone
-from phonelab.processes import LabError
+from phonelab.processes import LabError, Process
 from phonelab.project import Project
 from phonelab.stack import LiveKitStack
 
@@ -77,7 +77,7 @@ def project(stack: LiveKitStack, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 @pytest.fixture(scope="module")
-def worker(project: Project) -> Iterator[object]:
+def worker(project: Project) -> Iterator[Process]:
     process = project.start_worker()
     yield process
     project.stop_workers()

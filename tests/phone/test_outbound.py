@@ -9,6 +9,7 @@ from pathlib import Path
 
 from phonelab.baresip import Phone
 from phonelab.listening import assert_heard, wait_for_lines
+from phonelab.processes import Process
 from phonelab.project import DIALPLAN, Project
 from phonelab.sipp import SippCallee
 from phonelab.voices import caller_line
@@ -87,9 +88,10 @@ def test_a_busy_callee_is_no_answer_with_its_sip_status(
 
 
 def test_ringing_past_the_ring_timeout_is_no_answer(
-    project: Project, worker: object, tmp_path: Path
+    project: Project, worker: Process, tmp_path: Path
 ) -> None:
     before = len([r for r in project.records() if to_callee(r)])
+    linked = worker.output().count("RoomIO linked")
     with SippCallee(tmp_path, PHONE_IP, 5080, status=None) as ringing:
         result = subprocess.run(
             [str(DIALPLAN), "call", *REMINDER, "--ringing-timeout", "4"],
@@ -106,3 +108,6 @@ def test_ringing_past_the_ring_timeout_is_no_answer(
     record = project.wait_records(before + 1, to_callee)[-1]
     assert record["disconnected_by"] == "no_answer"
     assert record["sip_status"] == 408 and "Ringing timeout" in record["cause"]
+    # the callee was in the room while it rang (livekit-sip adds it at once), but the
+    # agent waited for an answer: no conversation was started, no second record made
+    assert worker.output().count("RoomIO linked") == linked
