@@ -4,9 +4,6 @@ handed to the results, livekit's recorder, and a refusal from per-call config.
 
 Stays in livekit's fake job context: a refusal, a crash mid-call and recorder paths on
 demand; real rooms: tests/phone/test_inbound.py.
-
-Stays in livekit's fake job context: a refusal, a crash mid-call and recorder paths on
-demand; real rooms: tests/phone/test_inbound.py.
 """
 
 from __future__ import annotations
