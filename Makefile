@@ -101,8 +101,15 @@ phone-demo: run-env livekit-stack
 
 test: lint typecheck validate scenarios pytest phone-tests
 
-bench: env
-	@for script in bench/*.py; do echo "== $$script"; $(UV) run --frozen python $$script; done
+# the SIP benches (bench/sip_*.py) run the real stack, in a private network namespace
+bench: env livekit-stack
+	@for script in bench/*.py; do \
+		case $$script in bench/bench_stats.py|bench/sip_lab.py) continue;; esac; \
+		echo "== $$script"; \
+		case $$script in \
+			bench/sip_*) .ci/in-private-net $(CURDIR)/.venv/bin/python $$script;; \
+			*) $(UV) run --frozen python $$script;; \
+		esac; done
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache
