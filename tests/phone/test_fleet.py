@@ -87,6 +87,7 @@ def test_sigterm_lets_the_call_finish_and_new_calls_go_elsewhere(
     fleet: list[Project], tmp_path: Path
 ) -> None:
     question = caller_line("Where are you located?", tmp_path / "where.wav")
+    wait_available(fleet)
     workers = [worker for project in fleet for worker in project.workers]
     linked = {worker.pid: calls_linked(worker) for worker in workers}
     with phones(tmp_path, 2, first=30) as (staying, later):
@@ -116,6 +117,22 @@ def test_sigterm_lets_the_call_finish_and_new_calls_go_elsewhere(
         assert others[0].wait_records(1, lambda r: r["caller"] == later.user)
     busy.stop()  # exited already: this closes its log
     owner.workers.remove(busy)
+
+
+def wait_available(fleet: list[Project]) -> None:
+    """Until every worker has told LiveKit it has room again. A worker reports its load
+    every 0.5 s, and LiveKit does not retry a dispatch every worker refused: a call that
+    arrives while the workers still say they are full rings unanswered."""
+    for project in fleet:
+        for worker in project.workers:
+            worker.wait_until(
+                lambda w=worker: (
+                    w.output().count("marking as available")
+                    >= w.output().count("marking as unavailable")
+                ),
+                "its report of free capacity",
+                timeout=20,
+            )
 
 
 def calls_linked(worker: Process) -> int:
