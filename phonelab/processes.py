@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
 import subprocess
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+
+_started: weakref.WeakSet[Process] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    """Whatever a crashed test or demo left running goes with the process that started
+    it (children run in their own sessions, so nothing else would stop them)."""
+    for process in list(_started):
+        if process.running():
+            process.stop(timeout=5)
 
 
 class LabError(RuntimeError):
@@ -39,6 +52,7 @@ class Process:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a stop reaches its children too
         )
+        _started.add(self)
 
     @property
     def pid(self) -> int:
