@@ -4,6 +4,10 @@ The ONNX model ships inside ``livekit-plugins-silero``. It is loaded once per pr
 per distinct set of options, and shared by every call: each session opens its own stream
 (the per-call state), so sharing is safe.
 
+``batched = true`` has all calls of a process share one inference per window
+(`plugins/vad/silero_batch.py`); not yet the default: its turns match livekit's stream
+window by window, but a whole simulated call does not yet answer every turn with it.
+
     [vad]
     provider = "silero"
     min_speech_duration = 0.05      # seconds of speech before speech starts
@@ -39,6 +43,16 @@ class SileroOptions(BaseModel):
     )
     prefix_padding_duration: float = Field(
         0.5, ge=0, le=5, description="seconds of audio kept before the detected speech start"
+    )
+    batched: bool = Field(
+        False,
+        description="one inference per window for every call of the process, silent windows "
+        "skipped (default false: livekit's stream, one inference per call per window)",
+    )
+    telephone_at_8k: bool = Field(
+        False,
+        description="judge 8 kHz phone audio at 8 kHz: about half the CPU again, but its "
+        "turn boundaries differ from the 16 kHz model's more often (bench/vad_agreement.py)",
     )
 
 

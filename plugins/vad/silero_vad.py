@@ -23,6 +23,12 @@ def shared_vad(options: SileroOptions | None = None) -> vad.VAD:
     options = options or SileroOptions()
     with _lock:
         found = _loaded.get(options)
+        if found is None and options.batched:
+            from plugins.vad.silero_batch import BatchedSileroVAD
+
+            found = _loaded[options] = BatchedSileroVAD(
+                options, telephone_at_8k=options.telephone_at_8k
+            )
         if found is None:
             found = _loaded[options] = silero.VAD.load(
                 min_speech_duration=options.min_speech_duration,

@@ -261,13 +261,24 @@ class Worker:
     # -- capacity ------------------------------------------------------------------------
 
     def load(self) -> float:
-        return self.active_calls / (self.max_concurrent_calls or 1)
+        """Calls in progress against capacity; a process falling behind real time (the
+        VAD, say: `runtime.overload`) counts as full, so LiveKit sends calls elsewhere."""
+        from runtime.overload import LAG_LIMIT, current_lag
+
+        _stage, lag = current_lag()
+        return max(self.active_calls / (self.max_concurrent_calls or 1), lag / LAG_LIMIT)
 
     async def _on_request(self, request: JobRequest) -> None:
         # livekit has already compared load_fnc with load_threshold (counting offers it is
         # still answering); this is the last look before accepting
         if self.active_calls >= (self.max_concurrent_calls or 1):
             log.info("refused job %s: at capacity", request.id)
+            await request.reject()
+            return
+        from runtime.overload import overloaded
+
+        if (why := overloaded()) is not None:
+            log.warning("refused job %s: %s", request.id, why)
             await request.reject()
             return
         await request.accept(name="dialplan", attributes={"dialplan.worker": _worker_id()})

@@ -5,7 +5,7 @@
     GET  /exotel/stream    Exotel voicebot stream (WebSocket, ?sample-rate=8000|16000|24000)
     GET  /ws               the generic protocol (JSON control + binary PCM)
     GET  /                 the browser widget;  GET /api/bots  the bots it offers
-    GET  /healthz          calls in progress and capacity
+    GET  /healthz          calls in progress, capacity, and lag behind real time
 
 `dialplan serve` runs it in production; `dialplan dev` runs it beside the terminal.
 Each call takes the catalog snapshot of the moment it starts.
@@ -28,6 +28,7 @@ from runtime.call_results import CallResults
 from runtime.catalog import CatalogSnapshot
 from runtime.compiler import CompiledBot
 from runtime.errors import CallRejected, DialplanError
+from runtime.overload import LAG_LIMIT, current_lag, overloaded
 from runtime.record import CallRecord, DisconnectedBy
 from runtime.recordings import offer_recording
 from runtime.registry import Registry
@@ -126,9 +127,21 @@ class CallServer:
     # -- HTTP --------------------------------------------------------------------------
 
     async def health(self, request: web.Request) -> web.Response:
+        stage, lag = current_lag()
         return web.json_response(
-            {"active_calls": self.active, "max_concurrent_calls": self.config.max_concurrent_calls}
+            {
+                "active_calls": self.active,
+                "max_concurrent_calls": self.config.max_concurrent_calls,
+                "lag_ms": round(lag * 1000, 1),
+                "lagging": stage if lag > LAG_LIMIT else None,
+            }
         )
+
+    def _refusal(self) -> str | None:
+        """Why a new call cannot be taken now (at capacity, or falling behind real time)."""
+        if self.active >= self.config.max_concurrent_calls:
+            return f"at capacity ({self.active}/{self.config.max_concurrent_calls} calls)"
+        return overloaded()
 
     async def list_bots(self, request: web.Request) -> web.Response:
         bots = [
@@ -168,12 +181,12 @@ class CallServer:
             raise web.HTTPForbidden(text="invalid X-Twilio-Signature")
         bot = request.query.get("bot") or self.config.default_bot
         caller, callee = form.get("From", ""), form.get("To", "")
-        if self.active >= self.config.max_concurrent_calls:
+        if (full := self._refusal()) is not None:
             await self._finish(
                 self._unstarted_record(
                     CallRequest(bot=bot or "", transport="twilio", caller=caller, callee=callee),
                     DisconnectedBy.REJECTED,
-                    f"at capacity ({self.active}/{self.config.max_concurrent_calls} calls)",
+                    full,
                 )
             )
             return _twiml(refuse_twiml(self.config.busy_message))
@@ -253,11 +266,10 @@ class CallServer:
                 await send_error(ws, wire, cause)
                 await ws.close(code=1008, message=cause.encode()[:120])
                 return
-        if self.active >= self.config.max_concurrent_calls:
-            cause = f"at capacity ({self.active}/{self.config.max_concurrent_calls} calls)"
-            await self._finish(self._unstarted_record(request, DisconnectedBy.REJECTED, cause))
-            await send_error(ws, wire, cause)
-            await ws.close(code=1013, message=f"{cause}: try again later".encode()[:120])
+        if (full := self._refusal()) is not None:
+            await self._finish(self._unstarted_record(request, DisconnectedBy.REJECTED, full))
+            await send_error(ws, wire, full)
+            await ws.close(code=1013, message=f"{full}: try again later".encode()[:120])
             return
         self.active += 1
         try:

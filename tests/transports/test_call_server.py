@@ -273,3 +273,31 @@ async def test_only_a_dev_server_lets_a_stream_skip_the_opening_hours(
         assert record.disconnected_by == "bot"  # answered, and it hung up on "bye"
     else:
         assert record.disconnected_by == "outside_hours"
+
+
+async def test_a_server_behind_real_time_refuses_new_calls(fake_bot, serve) -> None:
+    """Overload is visible and acted on: a shared stage (the VAD) lagging past the limit
+    makes the server refuse the next caller and say why on its health endpoint."""
+    from runtime import overload
+
+    server = await serve(fake_bot(["hello"]), max_concurrent_calls=10)
+    lag = {"seconds": 0.6}
+    overload.register_lag_probe("the test stage", lambda: lag["seconds"])
+    try:
+        refused = await SimulatedCaller(ws_url(server, "/twilio/stream"), bot="line").call(
+            [], speak
+        )
+        assert refused.close_code == 1013
+        (record,) = [r for r in server.records if r.disconnected_by == "rejected"]
+        assert record.cause == "overloaded: the test stage is 600 ms behind real time"
+        async with aiohttp.ClientSession() as http:
+            health = await (await http.get(server.url + "/healthz")).json()
+        assert health["lag_ms"] == 600.0 and health["lagging"] == "the test stage"
+
+        lag["seconds"] = 0.0  # caught up: calls are taken again
+        answered = await SimulatedCaller(ws_url(server, "/twilio/stream"), bot="line").call(
+            ["one"], speak
+        )
+        assert answered.close_code != 1013
+    finally:
+        overload.remove_lag_probe("the test stage")

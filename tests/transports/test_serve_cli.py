@@ -51,7 +51,12 @@ def test_serve_watch_reloads_bots_without_a_restart(tmp_path: Path) -> None:
             time.sleep(0.05)
         assert bots_version(base) == line.split(" -> ")[1].split()[0]
         with urllib.request.urlopen(base + "/healthz", timeout=10) as answer:
-            assert json.load(answer) == {"active_calls": 0, "max_concurrent_calls": 3}
+            assert json.load(answer) == {
+                "active_calls": 0,
+                "max_concurrent_calls": 3,
+                "lag_ms": 0.0,
+                "lagging": None,
+            }
     finally:
         server.process.terminate()
         server.wait_for("shutting down (0 call(s) in progress)")

@@ -33,7 +33,7 @@ def test_dialplan_validate_checks_the_options(tmp_path: Path) -> None:
     assert run.returncode == 1
     assert unlocated(run.lines)[0] == (
         "bots/typo.toml: vad.min_silence_duraton: unknown key (did you mean "
-        "`min_silence_duration`? allowed keys: activation_threshold, min_silence_duration, "
-        "min_speech_duration, prefix_padding_duration)"
+        "`min_silence_duration`? allowed keys: activation_threshold, batched, "
+        "min_silence_duration, min_speech_duration, prefix_padding_duration, telephone_at_8k)"
     )
     assert not [line for line in unlocated(run.lines) if line.startswith("bots/good.toml")]

@@ -108,3 +108,50 @@ async def test_built_through_the_registry(registry: Registry, bot_dir: Callable[
 
     assert model is create_vad(SileroOptions(min_silence_duration=0.3), None)  # type: ignore[arg-type]
     assert (model.model, model.provider) == ("silero", "ONNX")
+
+
+def boundaries(events: list[vad.VADEvent]) -> list[tuple[vad.VADEventType, float]]:
+    """Where speech starts and ends, in seconds of the audio."""
+    return [
+        (
+            event.type,
+            event.timestamp
+            - (
+                event.speech_duration
+                if event.type == vad.VADEventType.START_OF_SPEECH
+                else event.silence_duration
+            ),
+        )
+        for event in events
+    ]
+
+
+@pytest.mark.parametrize("rate", [8000, 16000])
+async def test_batched_hears_the_turn_livekits_per_call_stream_hears(rate: int) -> None:
+    audio = call_audio(rate)
+    batched = await detect(create_vad(SileroOptions(batched=True), None), audio, rate)  # type: ignore[arg-type]
+    per_call = await detect(create_vad(SileroOptions(), None), audio, rate)  # type: ignore[arg-type]
+
+    assert create_vad(SileroOptions(batched=True), None).provider == "dialplan (batched)"  # type: ignore[arg-type]
+    ours, theirs = boundaries(batched), boundaries(per_call)
+    assert [kind for kind, _ in ours] == [kind for kind, _ in theirs]
+    for (_, mine), (_, livekits) in zip(ours, theirs, strict=True):
+        assert mine == pytest.approx(livekits, abs=0.04)  # within 40 ms
+
+
+async def test_concurrent_calls_share_one_inference_per_window() -> None:
+    from plugins.vad.silero_batch import BatchedSileroVAD, SileroBatcher
+
+    batcher = SileroBatcher()
+    model = BatchedSileroVAD(SileroOptions(), batcher)
+    talking, quiet = call_audio(8000), silence(3.0, 8000)
+    results = await asyncio.gather(
+        *(detect(model, talking if i % 2 == 0 else quiet, 8000) for i in range(8))
+    )
+
+    for index, events in enumerate(results):  # each call's state stayed its own
+        expected = 2 if index % 2 == 0 else 0
+        assert len(events) == expected, (index, events)
+    assert batcher.stats.largest > 1  # calls shared runs
+    # the silent calls never reached the model: fewer windows ran than calls x windows
+    assert batcher.stats.windows < 8 * len(talking) / 2 / 512
