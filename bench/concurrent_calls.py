@@ -14,14 +14,14 @@ caller and how many calls the bot understood to the end (it hung up after "bye")
 
 ``--vad`` picks the server's voice activity detection, with the scripted STT (so the VAD
 is what is measured): ``energy`` (the default here: no model), ``silero`` (the default of a
-bot without ``[vad]``: livekit's stream, one inference per call per window),
-``silero-batched`` (one inference per window for all calls) and ``silero-batched-8k``
-(batched, phone audio judged at 8 kHz). With a silero VAD the callers speak
+bot without ``[vad]``: batched, one inference per window for all calls), ``silero-8k``
+(batched, phone audio judged at 8 kHz) and ``silero-per-call`` (livekit's stream, one
+inference per call per window: the default before). With a silero VAD the callers speak
 their lines in the caller voice "ann", and a call counts as held only if the bot
 understood it to its goodbye with replies under a second (p99).
 
     python bench/concurrent_calls.py [--calls 25,50,100,150] [--stt faster_whisper]
-    python bench/concurrent_calls.py --vad silero-batched --calls 20,40,60,80
+    python bench/concurrent_calls.py --vad silero --calls 20,40,60,80
 """
 
 from __future__ import annotations
@@ -127,8 +127,8 @@ provider = "silero"
 VADS = {
     "energy": '[vad]\nprovider = "energy"\n',
     "silero": '[vad]\nprovider = "silero"\n',
-    "silero-batched": '[vad]\nprovider = "silero"\nbatched = true\n',
-    "silero-batched-8k": '[vad]\nprovider = "silero"\nbatched = true\ntelephone_at_8k = true\n',
+    "silero-8k": '[vad]\nprovider = "silero"\ntelephone_at_8k = true\n',
+    "silero-per-call": '[vad]\nprovider = "silero"\nbatched = false\n',
 }
 
 

@@ -4,9 +4,8 @@ The ONNX model ships inside ``livekit-plugins-silero``. It is loaded once per pr
 per distinct set of options, and shared by every call: each session opens its own stream
 (the per-call state), so sharing is safe.
 
-``batched = true`` has all calls of a process share one inference per window
-(`plugins/vad/silero_batch.py`); not yet the default: its turns match livekit's stream
-window by window, but a whole simulated call does not yet answer every turn with it.
+By default all calls of a process share one inference per window
+(`plugins/vad/silero_batch.py`); ``batched = false`` is livekit's per-call stream.
 
     [vad]
     provider = "silero"
@@ -45,9 +44,9 @@ class SileroOptions(BaseModel):
         0.5, ge=0, le=5, description="seconds of audio kept before the detected speech start"
     )
     batched: bool = Field(
-        False,
+        True,
         description="one inference per window for every call of the process, silent windows "
-        "skipped (default false: livekit's stream, one inference per call per window)",
+        "skipped (false: livekit's stream, one inference per call per window)",
     )
     telephone_at_8k: bool = Field(
         False,

@@ -361,6 +361,10 @@ class BatchedSileroStream(vad.VADStream):
                         speaking=decision.speaking,
                     )
                 )
+                if change == "end":
+                    # the next utterance counts from zero: a duration left standing would
+                    # read as the caller talking over the bot (livekit interrupts on it)
+                    decision.published_speech = 0.0
 
 
 def _peek(audio: _Audio) -> rtc.AudioFrame:

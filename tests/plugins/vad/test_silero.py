@@ -107,7 +107,7 @@ async def test_built_through_the_registry(registry: Registry, bot_dir: Callable[
     model = provider.entry.factory(provider.options, plan.new_context())
 
     assert model is create_vad(SileroOptions(min_silence_duration=0.3), None)  # type: ignore[arg-type]
-    assert (model.model, model.provider) == ("silero", "ONNX")
+    assert (model.model, model.provider) == ("silero", "dialplan (batched)")
 
 
 def boundaries(events: list[vad.VADEvent]) -> list[tuple[vad.VADEventType, float]]:
@@ -129,10 +129,10 @@ def boundaries(events: list[vad.VADEvent]) -> list[tuple[vad.VADEventType, float
 @pytest.mark.parametrize("rate", [8000, 16000])
 async def test_batched_hears_the_turn_livekits_per_call_stream_hears(rate: int) -> None:
     audio = call_audio(rate)
-    batched = await detect(create_vad(SileroOptions(batched=True), None), audio, rate)  # type: ignore[arg-type]
-    per_call = await detect(create_vad(SileroOptions(), None), audio, rate)  # type: ignore[arg-type]
+    batched = await detect(create_vad(SileroOptions(), None), audio, rate)  # type: ignore[arg-type]
+    per_call = await detect(create_vad(SileroOptions(batched=False), None), audio, rate)  # type: ignore[arg-type]
 
-    assert create_vad(SileroOptions(batched=True), None).provider == "dialplan (batched)"  # type: ignore[arg-type]
+    assert create_vad(SileroOptions(batched=False), None).provider == "ONNX"  # type: ignore[arg-type]
     ours, theirs = boundaries(batched), boundaries(per_call)
     assert [kind for kind, _ in ours] == [kind for kind, _ in theirs]
     for (_, mine), (_, livekits) in zip(ours, theirs, strict=True):
@@ -155,3 +155,20 @@ async def test_concurrent_calls_share_one_inference_per_window() -> None:
     assert batcher.stats.largest > 1  # calls shared runs
     # the silent calls never reached the model: fewer windows ran than calls x windows
     assert batcher.stats.windows < 8 * len(talking) / 2 / 512
+
+
+async def test_after_the_end_of_speech_nothing_reads_as_the_caller_still_talking() -> None:
+    """livekit interrupts the bot when a VAD report says speech has lasted long enough:
+    once the caller stopped, reports must count speech from zero again."""
+    model = create_vad(SileroOptions(), None)  # type: ignore[arg-type]
+    stream = model.stream()
+    for frame in frames(call_audio(8000), 8000):
+        stream.push_frame(frame)
+    stream.end_input()
+    events = [event async for event in stream]
+    await stream.aclose()
+
+    (end,) = [i for i, e in enumerate(events) if e.type == vad.VADEventType.END_OF_SPEECH]
+    assert events[end].speech_duration > 0.5  # the utterance's own length is reported
+    after = [e for e in events[end + 1 :] if e.type == vad.VADEventType.INFERENCE_DONE]
+    assert after and all(e.speech_duration == 0.0 and not e.speaking for e in after)
